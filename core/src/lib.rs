@@ -1,0 +1,10 @@
+//! locus-core: everything a Locus phone does, with no UI.
+//!
+//! Protocol logic lives in sans-IO state machines under [`sip`]; the tokio
+//! driver and the [`Phone`] facade in [`phone`] own sockets and timers. The CLI
+//! and the bindings use only [`Phone`] and [`Event`].
+
+pub mod phone;
+pub mod sip;
+
+pub use sip::Transport;

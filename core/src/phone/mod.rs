@@ -1,0 +1,1 @@
+//! The phone: the tokio driver around the sans-IO endpoint, and the facade.
