@@ -2,9 +2,12 @@
 //!
 //! Protocol logic lives in sans-IO state machines under [`sip`]; the tokio
 //! driver and the [`Phone`] facade in [`phone`] own sockets and timers. The CLI
-//! and the bindings use only [`Phone`] and [`Event`].
+//! and the bindings use only [`Phone`], [`Events`] and [`Event`].
 
 pub mod phone;
 pub mod sip;
 
+pub use phone::{
+    AccountConfig, Event, Events, FailureReason, Phone, PhoneError, RegistrationState, ServerTarget,
+};
 pub use sip::Transport;

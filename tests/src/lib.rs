@@ -1,0 +1,33 @@
+//! The Locus test bed: real Kamailio registrars on loopback addresses, a test
+//! PKI made at run time, and helpers for driving phones in tests.
+//!
+//! Everything listens on 127.0.0.0/8 only, and every process started here is
+//! stopped by process id when its handle is dropped.
+
+pub mod certs;
+pub mod kamailio;
+pub mod loopback;
+
+pub use kamailio::{DigestAlgorithm, Kamailio, KamailioConfig};
+
+/// Why the test bed could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A program the test bed needs is missing.
+    #[error("{0}")]
+    NotInstalled(String),
+    /// Kamailio failed to start or answer.
+    #[error("kamailio: {0}")]
+    Kamailio(String),
+    /// File or socket trouble.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The subscriber database could not be written.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Certificate generation failed.
+    #[error("certificates: {0}")]
+    Certs(#[from] rcgen::Error),
+}
+
+pub mod phones;

@@ -1,1 +1,252 @@
-//! The phone: the tokio driver around the sans-IO endpoint, and the facade.
+//! The phone: a [`Phone`] handle (commands in) and an [`Events`] stream
+//! (state out), over one tokio driver task that owns sockets and timers and
+//! feeds the sans-IO [`crate::sip::Endpoint`].
+
+mod config;
+mod connection;
+mod driver;
+mod event;
+pub mod instance_id;
+mod server;
+mod tls;
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use rand::Rng;
+use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::sip::endpoint::{Endpoint, EndpointConfig};
+use crate::sip::registration::{RegistrationConfig, RetryPolicy};
+use crate::sip::transaction::Timers;
+use crate::sip::uri::{Host, Uri};
+use crate::sip::Transport;
+
+pub use crate::sip::registration::FailureReason;
+pub use config::{AccountConfig, DEFAULT_EXPIRES};
+pub use event::{Event, RegistrationState};
+pub use server::ServerTarget;
+
+use connection::TlsSetup;
+use driver::{Command, Driver, Sockets};
+
+/// Why a phone could not start or take a command.
+#[derive(Debug, thiserror::Error)]
+pub enum PhoneError {
+    /// The account settings are unusable.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The server name did not resolve.
+    #[error("cannot resolve server: {0}")]
+    Resolve(String),
+    /// A local socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// What we tried to bind.
+        addr: SocketAddr,
+        /// Why it failed.
+        source: io::Error,
+    },
+    /// TLS settings are unusable (bad CA file, bad server name).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The state directory could not be used.
+    #[error("state file: {0}")]
+    State(io::Error),
+    /// The phone has shut down.
+    #[error("the phone has stopped")]
+    Stopped,
+}
+
+/// The stream of [`Event`]s from a running phone.
+#[derive(Debug)]
+pub struct Events(mpsc::UnboundedReceiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the phone has stopped.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.0.recv().await
+    }
+}
+
+/// A running phone. Dropping it shuts the phone down in the background.
+#[derive(Debug)]
+pub struct Phone {
+    commands: mpsc::UnboundedSender<Command>,
+    task: JoinHandle<()>,
+    server: ServerTarget,
+    local: SocketAddr,
+}
+
+impl Phone {
+    /// Resolves the server, binds sockets and starts the driver on the
+    /// current tokio runtime. Nothing is sent until [`Phone::register`].
+    pub async fn start(config: AccountConfig) -> Result<(Phone, Events), PhoneError> {
+        if config.user.is_empty() || config.domain.is_empty() {
+            return Err(PhoneError::InvalidConfig(
+                "user and domain are required".into(),
+            ));
+        }
+        let aor_host = Host::parse(&config.domain)
+            .map_err(|e| PhoneError::InvalidConfig(format!("domain: {e}")))?;
+        let server = server::resolve(&config).await?;
+        let sockets = bind(config.listen, server.addr).await?;
+        let bound = sockets.udp.local_addr().map_err(PhoneError::State)?;
+        let local = SocketAddr::new(contact_ip(bound.ip(), server.addr).await, bound.port());
+        let tls = match server.transport {
+            Transport::Tls => {
+                let cfg = tls::client_config(config.ca_file.as_deref())?;
+                Some(TlsSetup::new(cfg, &server.tls_name).map_err(PhoneError::Tls)?)
+            }
+            Transport::Udp | Transport::Tcp => None,
+        };
+        let instance_id = match &config.state_dir {
+            Some(dir) => instance_id::load_or_create(dir, &config.user, &config.domain)
+                .map_err(PhoneError::State)?,
+            None => instance_id::ephemeral(),
+        };
+        let mut contact = Uri::new(Some(&config.user), Host::Ip(local.ip()), Some(local.port()));
+        if server.transport != Transport::Udp {
+            contact
+                .params
+                .set("transport", Some(server.transport.param()));
+        }
+        let endpoint = Endpoint::new(EndpointConfig {
+            transport: server.transport,
+            server: server.addr,
+            local,
+            registration: RegistrationConfig {
+                aor: Uri::new(Some(&config.user), aor_host.clone(), None),
+                registrar: Uri::new(None, aor_host, None),
+                contact,
+                instance_id,
+                reg_id: 1,
+                expires: config.expires,
+                username: config.user.clone(),
+                password: config.password.clone(),
+                user_agent: format!("Locus/{}", env!("CARGO_PKG_VERSION")),
+                retry: RetryPolicy {
+                    base: config.retry_base,
+                    max: config.retry_max,
+                },
+            },
+            timers: Timers::default(),
+            seed: rand::rng().random(),
+        });
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        tracing::info!(server = %server.label, %local, "phone started");
+        let driver = Driver::new(endpoint, server.clone(), sockets, tls, cmd_rx, ev_tx);
+        let task = tokio::spawn(driver.run());
+        Ok((
+            Phone {
+                commands: cmd_tx,
+                task,
+                server,
+                local,
+            },
+            Events(ev_rx),
+        ))
+    }
+
+    /// The server this phone uses.
+    pub fn server(&self) -> &ServerTarget {
+        &self.server
+    }
+
+    /// The local SIP address (as written in Via and Contact).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Starts registering; progress arrives as events.
+    pub fn register(&self) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Register)
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Removes the registration; [`Event::Unregistered`] follows.
+    pub fn unregister(&self) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Unregister)
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Unregisters if registered (waiting a few seconds at most for the
+    /// answer), then stops the driver.
+    pub async fn shutdown(self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+        let _ = self.task.await;
+    }
+}
+
+/// Binds UDP and a TCP listener on the same port, so one Contact address
+/// reaches us over either transport.
+async fn bind(listen: Option<SocketAddr>, server: SocketAddr) -> Result<Sockets, PhoneError> {
+    let unspecified = match server {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+    };
+    let requested = listen.unwrap_or(SocketAddr::new(unspecified, 0));
+    // With port 0 the UDP port the system picks may be taken for TCP; retry.
+    let attempts = if requested.port() == 0 { 10 } else { 1 };
+    let mut last_err = None;
+    for _ in 0..attempts {
+        let udp = UdpSocket::bind(requested)
+            .await
+            .map_err(|source| PhoneError::Bind {
+                addr: requested,
+                source,
+            })?;
+        let addr = udp.local_addr().map_err(|source| PhoneError::Bind {
+            addr: requested,
+            source,
+        })?;
+        match listen_tcp(addr) {
+            Ok(tcp) => return Ok(Sockets { udp, tcp }),
+            Err(source) => last_err = Some(PhoneError::Bind { addr, source }),
+        }
+    }
+    Err(last_err.unwrap_or(PhoneError::Stopped))
+}
+
+fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(64)
+}
+
+/// The address to advertise: the bound one, or when bound to "any", the
+/// source address the system would use towards the server.
+async fn contact_ip(bound: IpAddr, server: SocketAddr) -> IpAddr {
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let probe = async {
+        let s = UdpSocket::bind(SocketAddr::new(bound, 0)).await?;
+        s.connect(server).await?;
+        s.local_addr()
+    };
+    match probe.await {
+        Ok(addr) => addr.ip(),
+        Err(e) => {
+            tracing::warn!(error = %e, "no route to the server; advertising loopback");
+            if server.is_ipv4() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+            }
+        }
+    }
+}

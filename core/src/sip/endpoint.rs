@@ -101,6 +101,11 @@ impl Endpoint {
         self.registration.is_registered()
     }
 
+    /// Whether an unregistration is in flight.
+    pub fn is_unregistering(&self) -> bool {
+        self.registration.is_unregistering()
+    }
+
     /// Starts registering.
     pub fn register(&mut self, now: Instant) {
         self.registration.start();

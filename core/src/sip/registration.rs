@@ -199,6 +199,12 @@ impl Registration {
         self.state == State::Registered
     }
 
+    /// Whether an unregistration is in flight.
+    pub fn is_unregistering(&self) -> bool {
+        self.state == State::Unregistering
+            || (self.state == State::Registering && self.unregister_pending)
+    }
+
     /// The Call-ID of this registration's REGISTERs.
     pub fn call_id(&self) -> &str {
         &self.call_id

@@ -1,0 +1,49 @@
+//! Helpers for driving `locus_core::Phone`s in tests.
+
+use std::time::Duration;
+
+use locus_core::{AccountConfig, Event, Events, Transport};
+
+use crate::Kamailio;
+
+/// An account on `k` for `user` (its password from the Kamailio config),
+/// talking `transport`, with a fresh state directory.
+pub fn account(k: &Kamailio, user: &str, password: &str, transport: Transport) -> AccountConfig {
+    let mut c = AccountConfig::new(user, k.domain(), password);
+    c.server = Some(k.server_uri(transport));
+    c.ca_file = k.ca_file();
+    c.listen = Some(
+        "127.0.0.1:0"
+            .parse()
+            .unwrap_or_else(|_| unreachable!("literal address")),
+    );
+    c
+}
+
+/// Waits up to `limit` for an event matching `pred`, returning it and every
+/// event seen before it.
+pub async fn wait_for(
+    events: &mut Events,
+    limit: Duration,
+    mut pred: impl FnMut(&Event) -> bool,
+) -> Result<(Event, Vec<Event>), Vec<Event>> {
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ev)) if pred(&ev) => return Ok((ev, seen)),
+            Ok(Some(ev)) => seen.push(ev),
+            Ok(None) | Err(_) => return Err(seen),
+        }
+    }
+}
+
+/// Installs a test log subscriber once (`RUST_LOG` selects the level).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
