@@ -1,0 +1,194 @@
+//! Command-line arguments and the TOML file that may hold the same keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use locus_core::AccountConfig;
+use serde::Deserialize;
+
+/// The Locus softphone.
+#[derive(Debug, Parser)]
+#[command(
+    name = "locus",
+    version,
+    about = "The Locus softphone: SIP that stays reachable through server migrations."
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Events as JSON lines on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log level on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register, stay registered until SECONDS pass or Ctrl-C, then unregister.
+    Register {
+        /// The account.
+        #[command(flatten)]
+        account: Box<AccountArgs>,
+        /// How long to stay registered, in seconds (default: until Ctrl-C).
+        #[arg(long = "for", value_name = "SECONDS")]
+        duration: Option<f64>,
+    },
+    /// Start a local Kamailio and two phones, and show what happens.
+    Demo {
+        /// How long the phones stay registered, in seconds.
+        #[arg(long = "for", value_name = "SECONDS", default_value = "3")]
+        duration: f64,
+    },
+}
+
+/// The account options every SIP command takes.
+#[derive(Debug, Default, Clone, Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountArgs {
+    /// SIP user name, e.g. alice.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// SIP domain, e.g. example.test.
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Password (or the environment variable LOCUS_PASSWORD).
+    #[arg(long, env = "LOCUS_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// A fixed SIP server, e.g. sip:127.0.0.2:5060;transport=tcp.
+    #[arg(long, value_name = "URI")]
+    pub server: Option<String>,
+    /// Local address and port for SIP (default: chosen by the system).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Extra trusted CA (PEM) for TLS.
+    #[arg(long, value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
+    /// Registration lifetime to ask for, in seconds.
+    #[arg(long, value_name = "SECONDS")]
+    pub expires: Option<u32>,
+    /// Directory for state files (default: $XDG_STATE_HOME/locus).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// TOML file with the same keys (flags win).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+/// A problem with the arguments or the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these keys.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A required setting is missing.
+    #[error("missing --{0} (or `{0}` in --config)")]
+    Missing(&'static str),
+}
+
+impl AccountArgs {
+    /// Flags over file values over defaults.
+    pub fn into_config(self) -> Result<AccountConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<AccountArgs>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => AccountArgs::default(),
+        };
+        let user = self
+            .user
+            .or(file.user)
+            .ok_or(ConfigError::Missing("user"))?;
+        let domain = self
+            .domain
+            .or(file.domain)
+            .ok_or(ConfigError::Missing("domain"))?;
+        let password = self
+            .password
+            .or(file.password)
+            .ok_or(ConfigError::Missing("password"))?;
+        let mut config = AccountConfig::new(user, domain, password);
+        config.server = self.server.or(file.server);
+        config.listen = self.listen.or(file.listen);
+        config.ca_file = self.ca_file.or(file.ca_file);
+        if let Some(expires) = self.expires.or(file.expires) {
+            config.expires = expires;
+        }
+        config.state_dir = self.state_dir.or(file.state_dir).or_else(default_state_dir);
+        Ok(config)
+    }
+}
+
+/// `$XDG_STATE_HOME/locus`, else `~/.local/state/locus`.
+fn default_state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("locus"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locus.toml");
+        std::fs::write(
+            &path,
+            "user = \"file-user\"\ndomain = \"example.test\"\npassword = \"pw\"\nexpires = 90\n",
+        )
+        .unwrap();
+        let args = AccountArgs {
+            user: Some("flag-user".into()),
+            config: Some(path),
+            ..Default::default()
+        };
+        let config = args.into_config().unwrap();
+        assert_eq!(config.user, "flag-user");
+        assert_eq!(config.domain, "example.test");
+        assert_eq!(config.expires, 90);
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_user_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locus.toml");
+        std::fs::write(&path, "usr = \"typo\"\n").unwrap();
+        let err = AccountArgs {
+            config: Some(path),
+            ..Default::default()
+        }
+        .into_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err = AccountArgs::default().into_config().unwrap_err();
+        assert_eq!(err.to_string(), "missing --user (or `user` in --config)");
+    }
+}

@@ -1,0 +1,145 @@
+//! How events are shown: JSON lines (the scripting contract in CLI.md) or
+//! one readable line each.
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use locus_core::Event;
+use serde_json::{json, Map, Value};
+
+/// Writes events to stdout in the chosen format.
+#[derive(Debug)]
+pub struct Output {
+    json: bool,
+    started: Instant,
+}
+
+impl Output {
+    /// An output whose `t` counts from now.
+    pub fn new(json: bool) -> Output {
+        Output {
+            json,
+            started: Instant::now(),
+        }
+    }
+
+    /// Prints one event; `phone` names the phone when several run at once.
+    pub fn event(&self, phone: Option<&str>, event: &Event) {
+        let t = self.started.elapsed().as_secs_f64();
+        let line = if self.json {
+            let mut obj = event_json(event);
+            obj.insert("t".into(), json!((t * 1000.0).round() / 1000.0));
+            if let Some(p) = phone {
+                obj.insert("phone".into(), json!(p));
+            }
+            Value::Object(obj).to_string()
+        } else {
+            let prefix = phone.map(|p| format!("[{p}] ")).unwrap_or_default();
+            format!("{t:7.3}s {prefix}{}", event_text(event))
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed stdout (e.g. piped into `head`) is not worth a panic.
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+
+    /// Prints a plain message in text mode (nothing in JSON mode, where
+    /// stdout carries events only).
+    pub fn note(&self, text: &str) {
+        if !self.json {
+            let _ = writeln!(std::io::stdout().lock(), "{text}");
+        }
+    }
+}
+
+/// The JSON object for an event, without `t`.
+pub fn event_json(event: &Event) -> Map<String, Value> {
+    let value = match event {
+        Event::Registered {
+            server,
+            transport,
+            expires,
+        } => json!({
+            "event": "registered", "server": server, "transport": transport.param(), "expires": expires,
+        }),
+        Event::RegistrationFailed {
+            reason,
+            status,
+            message,
+            ..
+        } => {
+            let mut v = json!({"event": "registration_failed", "reason": reason.as_str(), "message": message});
+            if let (Some(status), Value::Object(m)) = (status, &mut v) {
+                m.insert("status".into(), json!(status));
+            }
+            v
+        }
+        Event::Unregistered => json!({"event": "unregistered"}),
+        Event::Unreachable { server, reason } => {
+            json!({"event": "unreachable", "server": server, "reason": reason})
+        }
+        Event::Error { message } => json!({"event": "error", "message": message}),
+    };
+    match value {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn event_text(event: &Event) -> String {
+    match event {
+        Event::Registered {
+            server,
+            transport,
+            expires,
+        } => format!("registered with {server} over {transport}, expires in {expires} s"),
+        Event::RegistrationFailed {
+            reason,
+            message,
+            will_retry,
+            ..
+        } => {
+            let then = if *will_retry { "; retrying" } else { "" };
+            format!("registration failed ({}): {message}{then}", reason.as_str())
+        }
+        Event::Unregistered => "unregistered".into(),
+        Event::Unreachable { server, reason } => format!("{server} unreachable: {reason}"),
+        Event::Error { message } => format!("error: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locus_core::{FailureReason, Transport};
+
+    #[test]
+    fn json_keys_follow_cli_md() {
+        let ev = Event::Registered {
+            server: "sip:127.0.0.2:5060;transport=udp".into(),
+            transport: Transport::Udp,
+            expires: 600,
+        };
+        assert_eq!(
+            Value::Object(event_json(&ev)),
+            json!({"event": "registered", "server": "sip:127.0.0.2:5060;transport=udp", "transport": "udp", "expires": 600})
+        );
+        let ev = Event::RegistrationFailed {
+            reason: FailureReason::Auth,
+            status: Some(401),
+            message: "credentials rejected".into(),
+            will_retry: false,
+        };
+        assert_eq!(
+            Value::Object(event_json(&ev)),
+            json!({"event": "registration_failed", "reason": "auth", "status": 401, "message": "credentials rejected"})
+        );
+        let ev = Event::RegistrationFailed {
+            reason: FailureReason::Timeout,
+            status: None,
+            message: "m".into(),
+            will_retry: true,
+        };
+        assert!(!event_json(&ev).contains_key("status"));
+    }
+}

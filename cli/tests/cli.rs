@@ -1,0 +1,115 @@
+//! The `locus` binary against a real Kamailio: exit codes, stderr and the
+//! JSON event contract of shared/CLI.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+
+use std::process::{Command, Output};
+
+use locus_tests::{Kamailio, KamailioConfig};
+use serde_json::Value;
+
+fn locus(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_locus"))
+        .args(args)
+        .env_remove("LOCUS_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
+        .collect()
+}
+
+#[test]
+fn register_for_two_seconds_over_tcp() {
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let server = k.server_uri(locus_core::Transport::Tcp);
+    let args = [
+        "--json",
+        "register",
+        "--for",
+        "2",
+        "--user",
+        "alice",
+        "--domain",
+        k.domain(),
+        "--password",
+        "alice-secret",
+        "--server",
+        &server,
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+    ];
+    let out = locus(&args);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = json_lines(&out);
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["registered", "unregistered"], "{events:?}");
+    assert_eq!(events[0]["server"], server.as_str());
+    assert_eq!(events[0]["transport"], "tcp");
+    assert!(events[0]["expires"].as_u64().unwrap() > 0);
+    assert!(events[1]["t"].as_f64().unwrap() >= 2.0);
+    assert!(k.contacts("alice").unwrap().is_empty());
+
+    // The instance id persists: a second run registers the same instance.
+    let files: Vec<_> = std::fs::read_dir(state.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "one state file");
+}
+
+#[test]
+fn wrong_password_exits_1_with_one_line_on_stderr() {
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let server = k.server_uri(locus_core::Transport::Udp);
+    let out = Command::new(env!("CARGO_BIN_EXE_locus"))
+        .args([
+            "--json",
+            "register",
+            "--for",
+            "5",
+            "--user",
+            "alice",
+            "--domain",
+            k.domain(),
+            "--server",
+            &server,
+        ])
+        .env("LOCUS_PASSWORD", "wrong")
+        .env("XDG_STATE_HOME", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let events = json_lines(&out);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["event"], "registration_failed");
+    assert_eq!(events[0]["reason"], "auth");
+    assert_eq!(events[0]["status"], 401);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("locus: "), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(locus(&["register", "--bogus"]).status.code(), Some(2));
+    assert_eq!(
+        locus(&["register", "--user", "a", "--domain", "d"])
+            .status
+            .code(),
+        Some(2),
+        "no password"
+    );
+}
