@@ -1,1 +1,315 @@
-//! placeholder
+//! locus-ffi: the uniffi surface of locus-core.
+//!
+//! A small, stable API for Kotlin: a [`Phone`] object, a [`PhoneListener`]
+//! foreign trait that receives events, and plain records and enums. Each
+//! `Phone` owns a small tokio runtime, so the foreign side needs none; events
+//! are delivered on that runtime's thread and listeners should return quickly.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+uniffi::setup_scaffolding!();
+
+/// Account settings, as the UI collects them.
+#[derive(Debug, Clone, uniffi::Record)]
+pub struct AccountSettings {
+    /// SIP user name.
+    pub user: String,
+    /// SIP domain.
+    pub domain: String,
+    /// Password.
+    pub password: String,
+    /// A fixed server URI; `None` resolves the domain.
+    pub server: Option<String>,
+    /// Local `addr:port` for SIP; `None` lets the system choose.
+    pub listen: Option<String>,
+    /// Extra trusted CA certificates (PEM file path).
+    pub ca_file: Option<String>,
+    /// Registration lifetime to ask for, seconds; `None` for the default.
+    pub expires: Option<u32>,
+    /// Directory for the phone's small state files (the app's files dir).
+    pub state_dir: Option<String>,
+}
+
+/// A SIP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS.
+    Tls,
+}
+
+/// Why a registration failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum FailureReason {
+    /// Wrong credentials.
+    Auth,
+    /// No answer in time.
+    Timeout,
+    /// The registrar refused.
+    Rejected,
+    /// The registrar could not be reached.
+    Unreachable,
+}
+
+/// Where the registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum RegistrationState {
+    /// Not registered.
+    Unregistered,
+    /// Registering or retrying.
+    Registering,
+    /// Registered.
+    Registered,
+    /// Failed for good.
+    Failed,
+}
+
+/// Something the phone reports.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum PhoneEvent {
+    /// Registered with `server`.
+    Registered {
+        /// Server URI.
+        server: String,
+        /// Transport.
+        transport: Transport,
+        /// Granted lifetime, seconds.
+        expires: u32,
+    },
+    /// A registration attempt failed.
+    RegistrationFailed {
+        /// Classification.
+        reason: FailureReason,
+        /// SIP status, when the registrar answered.
+        status: Option<u16>,
+        /// Detail for people.
+        message: String,
+        /// Whether the phone retries by itself.
+        will_retry: bool,
+    },
+    /// The registration was removed.
+    Unregistered,
+    /// The server stopped answering or its connection closed.
+    Unreachable {
+        /// Server URI.
+        server: String,
+        /// What happened.
+        reason: String,
+    },
+    /// Any other problem.
+    Error {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// Receives a phone's events; implemented in Kotlin.
+#[uniffi::export(with_foreign)]
+pub trait PhoneListener: Send + Sync {
+    /// Every event, in order.
+    fn on_event(&self, event: PhoneEvent);
+    /// The registration state after an event changed it.
+    fn on_registration_state(&self, state: RegistrationState);
+}
+
+/// Why a call into the phone failed.
+///
+/// Flat on the foreign side: Kotlin gets the variant and its `message`.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum LocusError {
+    /// The settings are unusable.
+    #[error("invalid settings: {message}")]
+    InvalidSettings {
+        /// Detail.
+        message: String,
+    },
+    /// The phone could not start (resolve, bind, TLS, state files).
+    #[error("cannot start: {message}")]
+    Start {
+        /// Detail.
+        message: String,
+    },
+    /// The phone has shut down.
+    #[error("the phone has stopped")]
+    Stopped,
+}
+
+impl From<locus_core::PhoneError> for LocusError {
+    fn from(e: locus_core::PhoneError) -> Self {
+        match e {
+            locus_core::PhoneError::InvalidConfig(message) => {
+                LocusError::InvalidSettings { message }
+            }
+            locus_core::PhoneError::Stopped => LocusError::Stopped,
+            other => LocusError::Start {
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A SIP phone for one account.
+#[derive(Debug, uniffi::Object)]
+pub struct Phone {
+    // Dropped after `inner`, so the driver task can finish inside it.
+    runtime: tokio::runtime::Runtime,
+    inner: Mutex<Option<locus_core::Phone>>,
+}
+
+#[uniffi::export]
+impl Phone {
+    /// Starts a phone (sockets bound, nothing sent yet); events go to `listener`.
+    #[uniffi::constructor]
+    pub fn new(
+        settings: AccountSettings,
+        listener: Arc<dyn PhoneListener>,
+    ) -> Result<Arc<Phone>, LocusError> {
+        let config = account_config(settings)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("locus-phone")
+            .enable_all()
+            .build()
+            .map_err(|e| LocusError::Start {
+                message: e.to_string(),
+            })?;
+        let (phone, mut events) = runtime.block_on(locus_core::Phone::start(config))?;
+        runtime.spawn(async move {
+            while let Some(event) = events.recv().await {
+                let state = event.registration_state();
+                listener.on_event(event.into());
+                if let Some(state) = state {
+                    listener.on_registration_state(state.into());
+                }
+            }
+        });
+        Ok(Arc::new(Phone {
+            runtime,
+            inner: Mutex::new(Some(phone)),
+        }))
+    }
+
+    /// Starts registering.
+    pub fn register(&self) -> Result<(), LocusError> {
+        self.with_phone(|p| p.register())
+    }
+
+    /// Removes the registration.
+    pub fn unregister(&self) -> Result<(), LocusError> {
+        self.with_phone(|p| p.unregister())
+    }
+
+    /// The local SIP address, `ip:port`.
+    pub fn local_address(&self) -> Result<String, LocusError> {
+        self.with_phone(|p| Ok(p.local_addr().to_string()))
+    }
+
+    /// Unregisters (waiting a few seconds at most) and stops the phone.
+    pub async fn shutdown(&self) {
+        let phone = self.inner.lock().ok().and_then(|mut g| g.take());
+        if let Some(phone) = phone {
+            // The phone's futures use only runtime-agnostic channels, so they
+            // can be awaited from the foreign executor.
+            phone.shutdown().await;
+        }
+    }
+}
+
+impl Phone {
+    fn with_phone<T>(
+        &self,
+        f: impl FnOnce(&locus_core::Phone) -> Result<T, locus_core::PhoneError>,
+    ) -> Result<T, LocusError> {
+        let guard = self.inner.lock().map_err(|_| LocusError::Stopped)?;
+        let phone = guard.as_ref().ok_or(LocusError::Stopped)?;
+        let _enter = self.runtime.enter();
+        Ok(f(phone)?)
+    }
+}
+
+fn account_config(s: AccountSettings) -> Result<locus_core::AccountConfig, LocusError> {
+    let mut c = locus_core::AccountConfig::new(s.user, s.domain, s.password);
+    c.server = s.server;
+    c.listen = s
+        .listen
+        .map(|l| {
+            l.parse().map_err(|e| LocusError::InvalidSettings {
+                message: format!("listen {l:?}: {e}"),
+            })
+        })
+        .transpose()?;
+    c.ca_file = s.ca_file.map(PathBuf::from);
+    if let Some(expires) = s.expires {
+        c.expires = expires;
+    }
+    c.state_dir = s.state_dir.map(PathBuf::from);
+    Ok(c)
+}
+
+impl From<locus_core::Transport> for Transport {
+    fn from(t: locus_core::Transport) -> Self {
+        match t {
+            locus_core::Transport::Udp => Transport::Udp,
+            locus_core::Transport::Tcp => Transport::Tcp,
+            locus_core::Transport::Tls => Transport::Tls,
+        }
+    }
+}
+
+impl From<locus_core::FailureReason> for FailureReason {
+    fn from(r: locus_core::FailureReason) -> Self {
+        match r {
+            locus_core::FailureReason::Auth => FailureReason::Auth,
+            locus_core::FailureReason::Timeout => FailureReason::Timeout,
+            locus_core::FailureReason::Rejected => FailureReason::Rejected,
+            locus_core::FailureReason::Unreachable => FailureReason::Unreachable,
+        }
+    }
+}
+
+impl From<locus_core::RegistrationState> for RegistrationState {
+    fn from(s: locus_core::RegistrationState) -> Self {
+        match s {
+            locus_core::RegistrationState::Unregistered => RegistrationState::Unregistered,
+            locus_core::RegistrationState::Registering => RegistrationState::Registering,
+            locus_core::RegistrationState::Registered => RegistrationState::Registered,
+            locus_core::RegistrationState::Failed => RegistrationState::Failed,
+        }
+    }
+}
+
+impl From<locus_core::Event> for PhoneEvent {
+    fn from(e: locus_core::Event) -> Self {
+        use locus_core::Event as E;
+        match e {
+            E::Registered {
+                server,
+                transport,
+                expires,
+            } => PhoneEvent::Registered {
+                server,
+                transport: transport.into(),
+                expires,
+            },
+            E::RegistrationFailed {
+                reason,
+                status,
+                message,
+                will_retry,
+            } => PhoneEvent::RegistrationFailed {
+                reason: reason.into(),
+                status,
+                message,
+                will_retry,
+            },
+            E::Unregistered => PhoneEvent::Unregistered,
+            E::Unreachable { server, reason } => PhoneEvent::Unreachable { server, reason },
+            E::Error { message } => PhoneEvent::Error { message },
+        }
+    }
+}

@@ -1,0 +1,74 @@
+package app.locus
+
+import app.locus.ffi.AccountSettings
+import app.locus.ffi.Phone
+import app.locus.ffi.PhoneEvent
+import app.locus.ffi.PhoneListener
+import app.locus.ffi.RegistrationState
+import kotlinx.coroutines.channels.BufferOverflow
+import kotlinx.coroutines.flow.MutableSharedFlow
+import kotlinx.coroutines.flow.MutableStateFlow
+import kotlinx.coroutines.flow.SharedFlow
+import kotlinx.coroutines.flow.StateFlow
+import kotlinx.coroutines.flow.asSharedFlow
+import kotlinx.coroutines.flow.asStateFlow
+
+/**
+ * The phone as Kotlin code wants it: registration state as a [StateFlow],
+ * events as a [SharedFlow], commands as plain calls. No Android imports, so
+ * the app's view models and the JVM tests use the same class.
+ */
+class LocusPhone private constructor(
+    private val listener: FlowListener,
+    private val phone: Phone,
+) : AutoCloseable {
+    /** Where the registration stands; starts at [RegistrationState.UNREGISTERED]. */
+    val registration: StateFlow<RegistrationState> = listener.registration.asStateFlow()
+
+    /** Every event, with the most recent ones replayed to new collectors. */
+    val events: SharedFlow<PhoneEvent> = listener.events.asSharedFlow()
+
+    /** The local SIP address, `ip:port`. */
+    val localAddress: String get() = phone.localAddress()
+
+    /** Starts registering; progress arrives on [registration] and [events]. */
+    fun register() = phone.register()
+
+    /** Removes the registration. */
+    fun unregister() = phone.unregister()
+
+    /** Unregisters (waiting a few seconds at most) and stops the phone. */
+    suspend fun shutdown() = phone.shutdown()
+
+    /** Frees the native phone; call [shutdown] first to unregister cleanly. */
+    override fun close() = phone.close()
+
+    /** Bridges the Rust listener into flows; called on the phone's thread. */
+    private class FlowListener : PhoneListener {
+        val registration = MutableStateFlow(RegistrationState.UNREGISTERED)
+        val events = MutableSharedFlow<PhoneEvent>(
+            replay = EVENT_REPLAY,
+            extraBufferCapacity = EVENT_BUFFER,
+            onBufferOverflow = BufferOverflow.DROP_OLDEST,
+        )
+
+        override fun onEvent(event: PhoneEvent) {
+            events.tryEmit(event)
+        }
+
+        override fun onRegistrationState(state: RegistrationState) {
+            registration.value = state
+        }
+    }
+
+    companion object {
+        private const val EVENT_REPLAY = 32
+        private const val EVENT_BUFFER = 256
+
+        /** Starts a phone for [settings]; throws `LocusException` if it cannot. */
+        fun start(settings: AccountSettings): LocusPhone {
+            val listener = FlowListener()
+            return LocusPhone(listener, Phone(settings, listener))
+        }
+    }
+}

@@ -1,0 +1,74 @@
+package app.locus
+
+import app.locus.ffi.AccountSettings
+import app.locus.ffi.FailureReason
+import app.locus.ffi.LocusException
+import app.locus.ffi.PhoneEvent
+import app.locus.ffi.RegistrationState
+import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.runBlocking
+import kotlinx.coroutines.withTimeout
+import org.junit.jupiter.api.Test
+import org.junit.jupiter.api.assertThrows
+import kotlin.test.assertEquals
+import kotlin.time.Duration.Companion.seconds
+
+/**
+ * Kotlin -> Rust -> Kamailio. The Kamailio instance is started by
+ * `cargo test -p locus-tests --test kotlin`, which passes its address here.
+ */
+class LocusPhoneTest {
+    private fun env(name: String): String =
+        requireNotNull(System.getenv(name)) { "$name is not set: run this through `cargo test -p locus-tests --test kotlin`" }
+
+    private fun settings(password: String = env("LOCUS_TEST_PASSWORD")) = AccountSettings(
+        user = env("LOCUS_TEST_USER"),
+        domain = env("LOCUS_TEST_DOMAIN"),
+        password = password,
+        server = env("LOCUS_TEST_SERVER"),
+        listen = "127.0.0.1:0",
+        caFile = null,
+        expires = null,
+        stateDir = null,
+    )
+
+    @Test
+    fun `registers with Kamailio and unregisters`() = runBlocking {
+        LocusPhone.start(settings()).use { phone ->
+            phone.register()
+            withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.REGISTERED } }
+            val registered = phone.events.first { it is PhoneEvent.Registered } as PhoneEvent.Registered
+            assertEquals(env("LOCUS_TEST_SERVER"), registered.server)
+
+            phone.unregister()
+            withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.UNREGISTERED } }
+            phone.shutdown()
+        }
+    }
+
+    @Test
+    fun `wrong password ends in FAILED with reason AUTH`() = runBlocking {
+        LocusPhone.start(settings(password = "wrong")).use { phone ->
+            phone.register()
+            withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.FAILED } }
+            val failed = phone.events.first { it is PhoneEvent.RegistrationFailed } as PhoneEvent.RegistrationFailed
+            assertEquals(FailureReason.AUTH, failed.reason)
+            assertEquals(401.toUShort(), failed.status)
+            phone.shutdown()
+        }
+    }
+
+    @Test
+    fun `unusable settings throw`() {
+        assertThrows<LocusException.InvalidSettings> { LocusPhone.start(settings().copy(listen = "not an address")) }
+        assertThrows<LocusException.InvalidSettings> { LocusPhone.start(settings().copy(user = "")) }
+    }
+
+    @Test
+    fun `commands after shutdown report Stopped`() = runBlocking {
+        val phone = LocusPhone.start(settings())
+        phone.shutdown()
+        assertThrows<LocusException.Stopped> { phone.register() }
+        phone.close()
+    }
+}
