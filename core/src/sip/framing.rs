@@ -92,7 +92,7 @@ impl StreamFramer {
         };
         let head = std::str::from_utf8(&self.buf[..head_end]).map_err(|_| ParseError::NotUtf8)?;
         let body_len = scan_content_length(head)?.ok_or(FramingError::MissingContentLength)?;
-        let total = body_start + body_len;
+        let total = body_start.saturating_add(body_len);
         if total > self.max_message {
             return Err(FramingError::TooLarge(total));
         }
@@ -163,6 +163,16 @@ mod tests {
         let mut framer = StreamFramer::new(1024);
         framer.push(&[b'A'; 2000]);
         assert_eq!(framer.next_frame(), Err(FramingError::HeadersTooLong(1024)));
+    }
+
+    #[test]
+    fn content_length_near_usize_max_does_not_overflow() {
+        let mut framer = StreamFramer::default();
+        framer.push(format!("OPTIONS sip:a@x SIP/2.0\r\nl: {}\r\n\r\n", usize::MAX).as_bytes());
+        assert!(matches!(
+            framer.next_frame(),
+            Err(FramingError::TooLarge(_))
+        ));
     }
 
     #[test]

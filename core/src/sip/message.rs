@@ -4,8 +4,8 @@
 //! of the stack sees one form: compact header names (`v:`, `f:`, ...) are
 //! expanded, folded header lines are joined, LF-only line ends are accepted,
 //! and comma-joined list headers (`Via: a, b`) become one entry per element.
-//! Content-Length decides where the body ends. Writing always emits CRLF and a
-//! Content-Length computed from the body.
+//! Content-Length decides where the body ends and is not kept as a header;
+//! writing always emits CRLF and a Content-Length computed from the body.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +17,8 @@ use super::uri::Uri;
 
 /// Largest message we accept, on any transport.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024;
-/// Most header lines we accept in one message.
+/// Most header entries we accept in one message, counting each element of
+/// a comma-joined list, so one line cannot expand without bound.
 pub const MAX_HEADERS: usize = 256;
 
 /// Why bytes are not a SIP message.
@@ -59,8 +60,11 @@ pub enum ParseError {
     #[error("message larger than {MAX_MESSAGE_SIZE} bytes")]
     TooLarge,
     /// Over [`MAX_HEADERS`].
-    #[error("more than {MAX_HEADERS} header lines")]
+    #[error("more than {MAX_HEADERS} headers")]
     TooManyHeaders,
+    /// A control character (other than tab) in the header section.
+    #[error("control character in header section")]
+    ControlCharacter,
 }
 
 /// A SIP method.
@@ -525,6 +529,12 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     let bytes = &bytes[start..];
     let (head_end, body_start) = find_header_end(bytes).ok_or(ParseError::Unterminated)?;
     let head = std::str::from_utf8(&bytes[..head_end]).map_err(|_| ParseError::NotUtf8)?;
+    if head
+        .bytes()
+        .any(|b| (b < 0x20 && !matches!(b, b'\t' | b'\r' | b'\n')) || b == 0x7f)
+    {
+        return Err(ParseError::ControlCharacter);
+    }
     let available = &bytes[body_start..];
     let body = match scan_content_length(head)? {
         Some(len) if len > available.len() => {
@@ -540,12 +550,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     let mut lines = unfold(head);
     let start_line = lines.next().ok_or(ParseError::Empty)?;
     let mut headers = Headers::default();
-    let mut count = 0usize;
     for line in lines {
-        count += 1;
-        if count > MAX_HEADERS {
-            return Err(ParseError::TooManyHeaders);
-        }
         let (name, value) = line
             .split_once(':')
             .ok_or_else(|| ParseError::BadHeader(format!("no colon in {line:?}")))?;
@@ -555,12 +560,20 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
         }
         let name = canonical_name(name);
         let value = value.trim();
+        // Content-Length is framing: the body's length says it, and writing
+        // always emits the true value.
+        if name == "Content-Length" {
+            continue;
+        }
         if is_list_header(&name) && value != "*" {
             for element in split_list(value) {
                 headers.push(&name, element);
             }
         } else {
             headers.push(&name, value);
+        }
+        if headers.0.len() > MAX_HEADERS {
+            return Err(ParseError::TooManyHeaders);
         }
     }
     let body = Bytes::copy_from_slice(body);
@@ -785,6 +798,7 @@ mod tests {
             b"REGISTER sip:x SIP/2.0\r\n: empty\r\n\r\n",
             b"\xff\xfe SIP/2.0\r\n\r\n",
             b"REG\0ISTER sip:x SIP/2.0\r\n\r\n",
+            b"OPTIONS sip:x SIP/2.0\r\nSubject: a\x00b\r\n\r\n",
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
@@ -808,6 +822,13 @@ mod tests {
         assert_eq!(back.headers.cseq()?.seq, 7);
         assert_eq!(&back.body[..], b"body");
         Ok(())
+    }
+
+    #[test]
+    fn a_long_list_counts_against_the_header_limit() {
+        let vias = vec!["SIP/2.0/UDP h"; MAX_HEADERS + 1].join(", ");
+        let text = format!("SIP/2.0 200 OK\r\nVia: {vias}\r\n\r\n");
+        assert_eq!(parse(text.as_bytes()), Err(ParseError::TooManyHeaders));
     }
 
     #[test]
