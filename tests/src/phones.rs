@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use locus_core::{AccountConfig, Event, Events, Transport};
+use locus_core::{AccountConfig, Event, Events, FailureReason, Transport};
 
 use crate::Kamailio;
 
@@ -46,4 +46,42 @@ pub fn init_logging() {
         )
         .with_test_writer()
         .try_init();
+}
+
+/// A `registration_failed` event as tests read it, with what came before.
+#[derive(Debug)]
+pub struct Failure {
+    /// Classification.
+    pub reason: FailureReason,
+    /// SIP status, when there was a response.
+    pub status: Option<u16>,
+    /// The message for people.
+    pub message: String,
+    /// Whether the phone retries by itself.
+    pub will_retry: bool,
+    /// Events seen before the failure.
+    pub before: Vec<Event>,
+}
+
+/// Waits up to `limit` for the next `registration_failed` event.
+pub async fn next_failure(events: &mut Events, limit: Duration) -> Result<Failure, Vec<Event>> {
+    let (ev, before) = wait_for(events, limit, |e| {
+        matches!(e, Event::RegistrationFailed { .. })
+    })
+    .await?;
+    match ev {
+        Event::RegistrationFailed {
+            reason,
+            status,
+            message,
+            will_retry,
+        } => Ok(Failure {
+            reason,
+            status,
+            message,
+            will_retry,
+            before,
+        }),
+        other => Err(vec![other]),
+    }
 }

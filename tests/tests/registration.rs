@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use locus_core::{Event, FailureReason, Phone, Transport};
-use locus_tests::phones::{account, init_logging, wait_for};
+use locus_tests::phones::{account, init_logging, next_failure, wait_for};
 use locus_tests::{DigestAlgorithm, Kamailio, KamailioConfig};
 
 async fn register_and_unregister(transport: Transport, algorithm: DigestAlgorithm) {
@@ -84,26 +84,36 @@ async fn wrong_password_fails_once_with_auth() {
         .await
         .expect("phone starts");
     phone.register().expect("register command");
-    let (ev, _) = wait_for(&mut events, Duration::from_secs(10), |e| {
-        matches!(e, Event::RegistrationFailed { .. })
-    })
-    .await
-    .expect("a failure event");
-    assert!(
-        matches!(
-            ev,
-            Event::RegistrationFailed {
-                reason: FailureReason::Auth,
-                status: Some(401),
-                will_retry: false,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let failure = next_failure(&mut events, Duration::from_secs(10))
+        .await
+        .expect("a failure event");
+    assert_eq!(failure.reason, FailureReason::Auth);
+    assert_eq!(failure.status, Some(401));
+    assert!(!failure.will_retry);
     // No retry storm: nothing else happens.
     let more = wait_for(&mut events, Duration::from_secs(3), |_| true).await;
     assert!(more.is_err(), "unexpected further events: {more:?}");
+    assert!(k.contacts("alice").expect("ul.dump").is_empty());
+    phone.shutdown().await;
+}
+
+#[tokio::test]
+async fn tls_server_with_untrusted_certificate_is_a_clear_error() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).expect("kamailio starts");
+    let mut cfg = account(&k, "alice", "alice-secret", Transport::Tls);
+    cfg.ca_file = None;
+    let (phone, mut events) = Phone::start(cfg).await.expect("phone starts");
+    phone.register().expect("register command");
+    let failure = next_failure(&mut events, Duration::from_secs(10))
+        .await
+        .expect("a failure event");
+    assert_eq!(failure.reason, FailureReason::Unreachable);
+    assert!(
+        failure.message.contains("certificate"),
+        "says why: {}",
+        failure.message
+    );
     assert!(k.contacts("alice").expect("ul.dump").is_empty());
     phone.shutdown().await;
 }

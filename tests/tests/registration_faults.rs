@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use locus_core::{AccountConfig, Event, FailureReason, Phone, Transport};
 use locus_tests::loopback::free_sip_address;
-use locus_tests::phones::{account, init_logging, wait_for};
+use locus_tests::phones::{account, init_logging, next_failure, wait_for};
 use locus_tests::{Kamailio, KamailioConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
@@ -31,23 +31,16 @@ async fn no_server_over_tcp_is_unreachable_with_bounded_retries() {
         .await
         .unwrap();
     phone.register().unwrap();
-    let (first, _) = wait_for(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, Event::RegistrationFailed { .. })
-    })
-    .await
-    .expect("a failure");
-    let Event::RegistrationFailed {
-        reason,
-        will_retry,
-        message,
-        ..
-    } = first
-    else {
-        unreachable!()
-    };
-    assert_eq!(reason, FailureReason::Unreachable);
-    assert!(will_retry);
-    assert!(message.contains("refused"), "clear reason: {message}");
+    let first = next_failure(&mut events, Duration::from_secs(5))
+        .await
+        .expect("a failure");
+    assert_eq!(first.reason, FailureReason::Unreachable);
+    assert!(first.will_retry);
+    assert!(
+        first.message.contains("refused"),
+        "clear reason: {}",
+        first.message
+    );
     // Backoff doubles from 1 s, each delay scaled by a random 0.5..1.
     let window = tokio::time::Instant::now() + Duration::from_secs(8);
     let mut at = vec![tokio::time::Instant::now()];
@@ -78,22 +71,11 @@ async fn no_server_over_udp_times_out_after_timer_f() {
         .unwrap();
     let started = tokio::time::Instant::now();
     phone.register().unwrap();
-    let (ev, _) = wait_for(&mut events, Duration::from_secs(40), |e| {
-        matches!(e, Event::RegistrationFailed { .. })
-    })
-    .await
-    .expect("a timeout");
-    assert!(
-        matches!(
-            ev,
-            Event::RegistrationFailed {
-                reason: FailureReason::Timeout,
-                will_retry: true,
-                ..
-            }
-        ),
-        "{ev:?}"
-    );
+    let failure = next_failure(&mut events, Duration::from_secs(40))
+        .await
+        .expect("a timeout");
+    assert_eq!(failure.reason, FailureReason::Timeout);
+    assert!(failure.will_retry);
     let took = started.elapsed();
     assert!(
         took >= Duration::from_secs(31) && took < Duration::from_secs(36),
@@ -240,23 +222,13 @@ async fn hostile_udp_peer_gets_clear_errors_and_no_panic() {
             .await
             .unwrap();
     }
-    let (ev, before) = wait_for(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, Event::RegistrationFailed { .. })
-    })
-    .await
-    .expect("a failure");
-    let Event::RegistrationFailed {
-        reason,
-        message,
-        will_retry,
-        ..
-    } = ev
-    else {
-        unreachable!()
-    };
-    assert_eq!(reason, FailureReason::Auth);
-    assert!(!will_retry);
-    assert!(message.contains("no nonce"), "{message}");
+    let failure = next_failure(&mut events, Duration::from_secs(5))
+        .await
+        .expect("a failure");
+    assert_eq!(failure.reason, FailureReason::Auth);
+    assert!(!failure.will_retry);
+    assert!(failure.message.contains("no nonce"), "{}", failure.message);
+    let before = failure.before;
     let errors: Vec<_> = before
         .iter()
         .filter(|e| matches!(e, Event::Error { .. }))
@@ -284,22 +256,15 @@ async fn hostile_tcp_peer_is_disconnected_with_a_clear_reason() {
     conn.write_all(b"SIP/2.0 200 OK\r\nVia: x\r\n\r\n")
         .await
         .unwrap();
-    let (ev, _) = wait_for(&mut events, Duration::from_secs(5), |e| {
-        matches!(e, Event::RegistrationFailed { .. })
-    })
-    .await
-    .expect("a failure");
-    let Event::RegistrationFailed {
-        reason,
-        message,
-        will_retry,
-        ..
-    } = ev
-    else {
-        unreachable!()
-    };
-    assert_eq!(reason, FailureReason::Unreachable);
-    assert!(will_retry);
-    assert!(message.contains("without Content-Length"), "{message}");
+    let failure = next_failure(&mut events, Duration::from_secs(5))
+        .await
+        .expect("a failure");
+    assert_eq!(failure.reason, FailureReason::Unreachable);
+    assert!(failure.will_retry);
+    assert!(
+        failure.message.contains("without Content-Length"),
+        "{}",
+        failure.message
+    );
     phone.shutdown().await;
 }

@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
+use crate::sip::framing::Frame;
+use crate::sip::message;
 use crate::sip::registration::RegistrationEvent;
 use crate::sip::{Transmit, Transport};
 
@@ -96,7 +98,10 @@ impl Driver {
             tokio::select! {
                 cmd = self.commands.recv() => self.handle_command(cmd),
                 recv = self.sockets.udp.recv_from(&mut buf) => match recv {
-                    Ok((n, from)) => self.endpoint.handle_datagram(now(), from, &buf[..n]),
+                    Ok((n, from)) => {
+                        tracing::trace!(%from, "received over UDP\n{}", message::loggable(&buf[..n]));
+                        self.endpoint.handle_datagram(now(), from, &buf[..n]);
+                    }
                     Err(e) => log_udp_error(&e),
                 },
                 Some(inbound) = self.inbound_rx.recv() => self.handle_inbound(inbound),
@@ -162,7 +167,13 @@ impl Driver {
                 transport,
                 remote,
                 frame,
-            } => self.endpoint.handle_frame(now(), transport, remote, frame),
+            } => {
+                if let Frame::Message(msg) = &frame {
+                    // Evaluated only when trace logging is on.
+                    tracing::trace!(%remote, %transport, "received\n{}", message::loggable(&msg.to_bytes()));
+                }
+                self.endpoint.handle_frame(now(), transport, remote, frame);
+            }
             Inbound::ConnectFailed {
                 id,
                 transport,
@@ -210,6 +221,7 @@ impl Driver {
     }
 
     fn send(&mut self, t: Transmit) {
+        tracing::trace!(dest = %t.destination, transport = %t.transport, "sending\n{}", message::loggable(&t.payload));
         match t.transport {
             Transport::Udp => {
                 if let Err(e) = self.sockets.udp.try_send_to(&t.payload, t.destination) {

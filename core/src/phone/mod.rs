@@ -93,7 +93,13 @@ impl Phone {
             .map_err(|e| PhoneError::InvalidConfig(format!("domain: {e}")))?;
         let server = server::resolve(&config).await?;
         let sockets = bind(config.listen, server.addr).await?;
-        let bound = sockets.udp.local_addr().map_err(PhoneError::State)?;
+        let bound = sockets
+            .tcp
+            .local_addr()
+            .map_err(|source| PhoneError::Bind {
+                addr: config.listen.unwrap_or(server.addr),
+                source,
+            })?;
         let local = SocketAddr::new(contact_ip(bound.ip(), server.addr).await, bound.port());
         let tls = match server.transport {
             Transport::Tls => {
@@ -196,8 +202,9 @@ async fn bind(listen: Option<SocketAddr>, server: SocketAddr) -> Result<Sockets,
     let requested = listen.unwrap_or(SocketAddr::new(unspecified, 0));
     // With port 0 the UDP port the system picks may be taken for TCP; retry.
     let attempts = if requested.port() == 0 { 10 } else { 1 };
-    let mut last_err = None;
-    for _ in 0..attempts {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let udp = UdpSocket::bind(requested)
             .await
             .map_err(|source| PhoneError::Bind {
@@ -210,10 +217,10 @@ async fn bind(listen: Option<SocketAddr>, server: SocketAddr) -> Result<Sockets,
         })?;
         match listen_tcp(addr) {
             Ok(tcp) => return Ok(Sockets { udp, tcp }),
-            Err(source) => last_err = Some(PhoneError::Bind { addr, source }),
+            Err(source) if attempt >= attempts => return Err(PhoneError::Bind { addr, source }),
+            Err(e) => tracing::debug!(%addr, error = %e, "TCP port taken; trying another"),
         }
     }
-    Err(last_err.unwrap_or(PhoneError::Stopped))
 }
 
 fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
