@@ -676,6 +676,31 @@ mod tests {
     }
 
     #[test]
+    fn proxy_challenge_is_answered_with_proxy_authorization() {
+        let t0 = Instant::now();
+        let mut reg = Registration::new(config(), 12);
+        reg.start();
+        let r1 = next(&mut reg);
+        let challenge = [(
+            "Proxy-Authenticate",
+            "Digest realm=\"proxy.test\", nonce=\"p1\", qop=\"auth\", opaque=\"o\"",
+        )];
+        reg.handle_response(t0, &reply(&r1, 407, &challenge));
+        let r2 = next(&mut reg);
+        assert!(r2.headers.get("Authorization").is_none());
+        let auth = r2.headers.get("Proxy-Authorization").unwrap();
+        assert!(
+            auth.contains("realm=\"proxy.test\"") && auth.contains("opaque=\"o\""),
+            "{auth}"
+        );
+        reg.handle_response(t0, &reply(&r2, 200, &[("Expires", "60")]));
+        assert_eq!(
+            events(&mut reg),
+            [RegistrationEvent::Registered { expires: 60 }]
+        );
+    }
+
+    #[test]
     fn stale_nonce_is_retried_without_counting_as_failure() {
         let t0 = Instant::now();
         let mut reg = Registration::new(config(), 3);
