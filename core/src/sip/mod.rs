@@ -12,6 +12,7 @@
 //! cases we must handle. Rather than keep two parsers, `message` is one small,
 //! strict parser with the framing, normalisation and typed headers a UA needs.
 
+pub mod call;
 pub mod dialog;
 pub mod digest;
 pub mod endpoint;

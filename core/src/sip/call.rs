@@ -1,0 +1,1147 @@
+//! One INVITE session (RFC 3261 §13–15), caller or callee, sans-IO.
+//!
+//! The call queues [`CallAction`]s for the endpoint: requests to run as
+//! client transactions, ACKs for 2xx (sent without a transaction), a CANCEL
+//! of its INVITE, and responses for the server transaction of the request
+//! they answer. It consumes responses, requests, transaction failures and
+//! the time, and reports [`CallEvent`]s. Session descriptions travel as
+//! opaque [`Body`] values: offer/answer is the media layer's business.
+//!
+//! The hard cases it handles: a 2xx retransmitted by a callee until the ACK
+//! comes (and a BYE when it never does); a caller's ACK for every 2xx
+//! retransmission; a CANCEL racing the 200 (the late 200 is ACKed and the
+//! call ended with BYE); a CANCEL sent only once a provisional response has
+//! arrived (RFC 3261 §9.1); and re-INVITE glare (491, then a retry after
+//! 2.1–4 s if we own the Call-ID, else 0–2 s, §14.1).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::dialog::Dialog;
+use super::digest::{Challenge, DigestClient, Password};
+use super::header::NameAddr;
+use super::message::{Method, Request, Response};
+use super::transaction::{ClientFailure, Timers};
+use super::uri::Uri;
+
+/// A message body and its type (an SDP offer or answer, usually).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    /// Content-Type.
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Bytes,
+}
+
+impl Body {
+    /// An `application/sdp` body.
+    pub fn sdp(text: impl Into<Bytes>) -> Body {
+        Body {
+            content_type: "application/sdp".into(),
+            bytes: text.into(),
+        }
+    }
+
+    fn of(headers: &super::message::Headers, bytes: &Bytes) -> Option<Body> {
+        (!bytes.is_empty()).then(|| Body {
+            content_type: headers
+                .get("Content-Type")
+                .unwrap_or("application/octet-stream")
+                .to_owned(),
+            bytes: bytes.clone(),
+        })
+    }
+}
+
+/// Why a call ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// We hung up.
+    LocalHangup,
+    /// The peer hung up.
+    RemoteHangup,
+    /// We cancelled before an answer.
+    Cancelled,
+    /// The caller cancelled before we answered.
+    RemoteCancelled,
+    /// 486 or 600.
+    Busy,
+    /// 603.
+    Declined,
+    /// Another final response.
+    Rejected(u16),
+    /// No answer from the network (Timer B or F).
+    Timeout,
+    /// Our 2xx was never ACKed.
+    NoAck,
+    /// The transport failed.
+    Unreachable(String),
+    /// The peer no longer knows the dialog (481).
+    DialogGone,
+}
+
+/// What the call reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// The callee is alerting (180/183), with early media description if any.
+    Ringing {
+        /// An SDP in the provisional response.
+        body: Option<Body>,
+    },
+    /// The call is established; `body` is the peer's session description.
+    Connected {
+        /// The answer (caller) or the offer (callee, when the INVITE had one).
+        body: Option<Body>,
+    },
+    /// The peer changed the session (re-INVITE): hold, resume, new media.
+    Updated {
+        /// The peer's new session description.
+        body: Option<Body>,
+    },
+    /// Our re-INVITE was accepted.
+    UpdateAccepted {
+        /// The peer's answer.
+        body: Option<Body>,
+    },
+    /// The call is over.
+    Ended {
+        /// Why.
+        reason: EndReason,
+    },
+}
+
+/// What the endpoint must do for the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallAction {
+    /// Run as a new client transaction (Via added by the endpoint).
+    Request(Request),
+    /// Send without a transaction, with a fresh branch: the ACK for a 2xx.
+    Ack(Request),
+    /// CANCEL the INVITE transaction this call started.
+    Cancel,
+    /// Send through the server transaction of the request it answers.
+    Respond(Response),
+}
+
+/// Settings of the local side.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// Our address of record (From of a call we place).
+    pub local: Uri,
+    /// Where we are reached (Contact).
+    pub contact: Uri,
+    /// Digest credentials.
+    pub username: String,
+    /// Password.
+    pub password: Password,
+    /// User-Agent header value.
+    pub user_agent: String,
+    /// Timer values.
+    pub timers: Timers,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Caller: INVITE sent, no final response.
+    Calling,
+    /// Callee: INVITE received, not answered.
+    Incoming,
+    /// Callee: answered, waiting for the ACK.
+    Answered,
+    Connected,
+    /// Caller: hung up before an answer; CANCEL sent or waiting to be.
+    Cancelling,
+    /// BYE sent.
+    Ending,
+    Ended,
+}
+
+/// One call.
+#[derive(Debug)]
+pub struct Call {
+    config: CallConfig,
+    rng: StdRng,
+    state: State,
+    is_caller: bool,
+    invite: Option<Request>,
+    dialog: Option<Dialog>,
+    digest: DigestClient,
+    answered_challenge: bool,
+    got_provisional: bool,
+    cancel_sent: bool,
+    /// Callee: our 2xx and its retransmission timer (interval, next, give-up).
+    pending_2xx: Option<(Response, Duration, Instant, Instant)>,
+    /// Our re-INVITE in flight, and the body to offer again after glare.
+    reinvite: Option<(u32, Option<Body>)>,
+    reinvite_retry: Option<(Instant, Option<Body>)>,
+    /// Callee: the re-INVITE the user must answer.
+    remote_reinvite: Option<Request>,
+    /// Whether `Ended` has been reported (it is, once, when the call ends
+    /// for the user, even while its BYE is still in flight).
+    end_reported: bool,
+    actions: VecDeque<CallAction>,
+    events: VecDeque<CallEvent>,
+}
+
+impl Call {
+    /// Places a call to `target` with an optional offer.
+    pub fn outgoing(config: CallConfig, target: Uri, offer: Option<Body>, seed: u64) -> Call {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let call_id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
+        let tag = format!("{:08x}", rng.random::<u32>());
+        let mut invite = Request::new(Method::Invite, target.clone());
+        let h = &mut invite.headers;
+        h.push("Max-Forwards", "70");
+        h.push(
+            "From",
+            format!("{};tag={tag}", NameAddr::new(config.local.clone())),
+        );
+        h.push("To", NameAddr::new(target).to_string());
+        h.push("Call-ID", call_id);
+        h.push("CSeq", "1 INVITE");
+        h.push("Contact", NameAddr::new(config.contact.clone()).to_string());
+        h.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+        h.push("User-Agent", config.user_agent.clone());
+        set_body(&mut invite, offer);
+        let mut call = Call::new(config, rng, true, State::Calling);
+        call.actions.push_back(CallAction::Request(invite.clone()));
+        call.invite = Some(invite);
+        call
+    }
+
+    /// A call for an INVITE that arrived; answers 180 at once.
+    pub fn incoming(config: CallConfig, invite: Request, seed: u64) -> Call {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let tag = format!("{:08x}", rng.random::<u32>());
+        let mut call = Call::new(config, rng, false, State::Incoming);
+        match Dialog::from_uas(&invite, &tag) {
+            Ok(dialog) => {
+                call.dialog = Some(dialog);
+                let ringing = call.answer_with(&invite, 180, "Ringing", None);
+                call.actions.push_back(CallAction::Respond(ringing));
+                call.invite = Some(invite);
+            }
+            Err(e) => {
+                let mut r = invite.response(400, "Bad Request");
+                r.headers.push("Warning", format!("399 locus \"{e}\""));
+                call.actions.push_back(CallAction::Respond(r));
+                call.finish(EndReason::Rejected(400));
+            }
+        }
+        call
+    }
+
+    fn new(config: CallConfig, rng: StdRng, is_caller: bool, state: State) -> Call {
+        Call {
+            config,
+            rng,
+            state,
+            is_caller,
+            invite: None,
+            dialog: None,
+            digest: DigestClient::default(),
+            answered_challenge: false,
+            got_provisional: false,
+            cancel_sent: false,
+            pending_2xx: None,
+            reinvite: None,
+            reinvite_retry: None,
+            remote_reinvite: None,
+            end_reported: false,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Option<&str> {
+        self.invite.as_ref().and_then(|i| i.headers.call_id().ok())
+    }
+
+    /// The initial INVITE (sent or received).
+    pub fn invite(&self) -> Option<&Request> {
+        self.invite.as_ref()
+    }
+
+    /// Whether the call is over.
+    pub fn is_ended(&self) -> bool {
+        self.state == State::Ended
+    }
+
+    /// Whether `request` belongs to this call: an in-dialog request, or a
+    /// CANCEL or retransmission of the INVITE it started with.
+    pub fn matches(&self, request: &Request) -> bool {
+        if self.dialog.as_ref().is_some_and(|d| d.matches(request)) {
+            return true;
+        }
+        let Some(invite) = &self.invite else {
+            return false;
+        };
+        let same = |name| {
+            request.headers.get(name).is_some()
+                && request.headers.get(name) == invite.headers.get(name)
+        };
+        !self.is_caller
+            && same("Call-ID")
+            && same("From")
+            && request.headers.cseq().ok().map(|c| c.seq)
+                == invite.headers.cseq().ok().map(|c| c.seq)
+    }
+
+    /// Callee: accept with an optional answer (or offer, if the INVITE had none).
+    pub fn answer(&mut self, now: Instant, body: Option<Body>) {
+        if self.state != State::Incoming {
+            return;
+        }
+        let Some(invite) = self.invite.clone() else {
+            return;
+        };
+        let ok = self.answer_with(&invite, 200, "OK", body);
+        let t1 = self.config.timers.t1;
+        self.pending_2xx = Some((ok.clone(), t1, now + t1, now + t1 * 64));
+        self.actions.push_back(CallAction::Respond(ok));
+        self.state = State::Answered;
+    }
+
+    /// Callee: refuse with 486 Busy Here or 603 Decline (or another code).
+    pub fn reject(&mut self, status: u16) {
+        if self.state != State::Incoming {
+            return;
+        }
+        let Some(invite) = self.invite.clone() else {
+            return;
+        };
+        let reason = match status {
+            486 => "Busy Here",
+            603 => "Decline",
+            _ => "Rejected",
+        };
+        let r = self.answer_with(&invite, status, reason, None);
+        self.actions.push_back(CallAction::Respond(r));
+        self.finish(match status {
+            486 | 600 => EndReason::Busy,
+            603 => EndReason::Declined,
+            s => EndReason::Rejected(s),
+        });
+    }
+
+    /// Ends the call from our side: CANCEL, BYE or 603, as the state needs.
+    pub fn hangup(&mut self) {
+        match self.state {
+            State::Calling => {
+                self.state = State::Cancelling;
+                // A CANCEL may go only after a provisional response (§9.1).
+                if self.got_provisional {
+                    self.send_cancel();
+                }
+            }
+            State::Incoming => self.reject(603),
+            State::Answered | State::Connected => self.send_bye(EndReason::LocalHangup),
+            State::Cancelling | State::Ending | State::Ended => {}
+        }
+    }
+
+    /// Sends a re-INVITE with a new session description (hold, resume); if
+    /// one is already in progress either way, it goes when that one is done.
+    pub fn update(&mut self, now: Instant, body: Option<Body>) {
+        if self.state == State::Connected
+            && self.reinvite.is_none()
+            && self.remote_reinvite.is_none()
+        {
+            self.send_reinvite(body);
+        } else if matches!(self.state, State::Answered | State::Connected) {
+            self.reinvite_retry = Some((now, body));
+        }
+    }
+
+    /// Callee of a re-INVITE: accept it with our answer.
+    pub fn accept_update(&mut self, body: Option<Body>) {
+        if let Some(req) = self.remote_reinvite.take() {
+            let mut ok = req.response(200, "OK");
+            if let Some(d) = &self.dialog {
+                ok.headers.set("To", to_with_tag(&req, &d.id().local_tag));
+            }
+            ok.headers.push(
+                "Contact",
+                NameAddr::new(self.config.contact.clone()).to_string(),
+            );
+            set_body_response(&mut ok, body);
+            self.actions.push_back(CallAction::Respond(ok));
+        }
+    }
+
+    fn send_cancel(&mut self) {
+        if !self.cancel_sent {
+            self.cancel_sent = true;
+            self.actions.push_back(CallAction::Cancel);
+        }
+    }
+
+    /// Sends BYE; the call has ended for the user from here on.
+    fn send_bye(&mut self, reason: EndReason) {
+        let Some(d) = &mut self.dialog else {
+            self.finish(reason);
+            return;
+        };
+        let bye = d.request(Method::Bye);
+        self.actions.push_back(CallAction::Request(bye));
+        self.report_end(reason);
+        self.state = State::Ending;
+    }
+
+    fn send_reinvite(&mut self, body: Option<Body>) {
+        let Some(d) = &mut self.dialog else { return };
+        let mut req = d.request(Method::Invite);
+        req.headers.push(
+            "Contact",
+            NameAddr::new(self.config.contact.clone()).to_string(),
+        );
+        let seq = d.local_seq();
+        set_body(&mut req, body.clone());
+        self.reinvite = Some((seq, body));
+        self.actions.push_back(CallAction::Request(req));
+    }
+
+    /// A response to one of this call's requests.
+    pub fn handle_response(&mut self, now: Instant, response: &Response) {
+        let Ok(cseq) = response.headers.cseq() else {
+            return;
+        };
+        match cseq.method {
+            Method::Invite if self.reinvite.as_ref().is_some_and(|(s, _)| *s == cseq.seq) => {
+                self.reinvite_response(now, response, cseq.seq);
+            }
+            Method::Invite => self.invite_response(response),
+            Method::Bye if response.status >= 200 && self.state == State::Ending => {
+                self.state = State::Ended
+            }
+            _ => {}
+        }
+    }
+
+    fn invite_response(&mut self, response: &Response) {
+        let body = Body::of(&response.headers, &response.body);
+        match response.status {
+            100 => {}
+            101..=199 => {
+                self.got_provisional = true;
+                match self.state {
+                    State::Cancelling => self.send_cancel(),
+                    State::Calling => self.events.push_back(CallEvent::Ringing { body }),
+                    _ => {}
+                }
+            }
+            200..=299 => self.invite_accepted(response, body),
+            401 | 407 if self.state == State::Calling && !self.answered_challenge => {
+                self.retry_with_credentials(response)
+            }
+            status => {
+                let reason = match (self.state, status) {
+                    (State::Cancelling, 487) => EndReason::Cancelled,
+                    (_, 486 | 600) => EndReason::Busy,
+                    (_, 603) => EndReason::Declined,
+                    (_, 408) => EndReason::Timeout,
+                    (_, s) => EndReason::Rejected(s),
+                };
+                if matches!(self.state, State::Calling | State::Cancelling) {
+                    self.finish(reason);
+                }
+            }
+        }
+    }
+
+    fn invite_accepted(&mut self, response: &Response, body: Option<Body>) {
+        let Some(invite) = self.invite.clone() else {
+            return;
+        };
+        if self.dialog.is_none() {
+            match Dialog::from_uac(&invite, response) {
+                Ok(d) => self.dialog = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "2xx cannot form a dialog; ending the call");
+                    self.finish(EndReason::Rejected(response.status));
+                    return;
+                }
+            }
+        }
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        if let Some(d) = &self.dialog {
+            // Every 2xx, retransmitted or not, gets its ACK.
+            self.actions.push_back(CallAction::Ack(d.ack(seq)));
+        }
+        match self.state {
+            State::Calling => {
+                self.state = State::Connected;
+                self.events.push_back(CallEvent::Connected { body });
+            }
+            // The 200 won the race with our CANCEL: ACK it, then BYE.
+            State::Cancelling => self.send_bye(EndReason::Cancelled),
+            _ => {}
+        }
+    }
+
+    fn retry_with_credentials(&mut self, response: &Response) {
+        let proxy = response.status == 407;
+        let header = if proxy {
+            "Proxy-Authenticate"
+        } else {
+            "WWW-Authenticate"
+        };
+        let Some(mut invite) = self.invite.clone() else {
+            return;
+        };
+        let challenge = match Challenge::choose(response.headers.get_all(header)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot answer the INVITE's challenge");
+                self.finish(EndReason::Rejected(response.status));
+                return;
+            }
+        };
+        let cnonce = format!("{:016x}", self.rng.random::<u64>());
+        let value = self.digest.authorize(
+            &challenge,
+            &self.config.username,
+            &self.config.password,
+            "INVITE",
+            &invite.uri.to_string(),
+            &cnonce,
+        );
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        invite.headers.set(
+            if proxy {
+                "Proxy-Authorization"
+            } else {
+                "Authorization"
+            },
+            value,
+        );
+        invite.headers.remove("Via");
+        self.answered_challenge = true;
+        self.got_provisional = false;
+        self.actions.push_back(CallAction::Request(invite.clone()));
+        self.invite = Some(invite);
+    }
+
+    fn reinvite_response(&mut self, now: Instant, response: &Response, seq: u32) {
+        if response.status < 200 {
+            return;
+        }
+        let body = self.reinvite.take().and_then(|(_, b)| b);
+        match response.status {
+            200..=299 => {
+                if let Some(d) = &mut self.dialog {
+                    d.handle_target_refresh_response(response);
+                    self.actions.push_back(CallAction::Ack(d.ack(seq)));
+                }
+                let body = Body::of(&response.headers, &response.body);
+                self.events.push_back(CallEvent::UpdateAccepted { body });
+            }
+            491 => {
+                // §14.1: the Call-ID owner waits 2.1–4 s, the other 0–2 s.
+                let ms = if self.is_caller {
+                    self.rng.random_range(2100..=4000)
+                } else {
+                    self.rng.random_range(0..=2000)
+                };
+                self.reinvite_retry = Some((now + Duration::from_millis(ms), body));
+            }
+            // §14.1: the dialog is gone (481), or should be ended (408).
+            481 => self.finish(EndReason::DialogGone),
+            408 => self.send_bye(EndReason::Timeout),
+            // Any other failure leaves the session as it was.
+            _ => {}
+        }
+    }
+
+    /// A request within this call (matched with [`Call::matches`]).
+    pub fn handle_request(&mut self, request: &Request) {
+        if request.method == Method::Cancel {
+            self.handle_cancel(request);
+            return;
+        }
+        let to_tag = request
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned));
+        if request.method == Method::Invite && to_tag.is_none() {
+            // A retransmitted initial INVITE (no To tag yet) is the
+            // transaction's business; a re-INVITE always has our tag.
+            return;
+        }
+        if let Some(d) = &mut self.dialog {
+            if let Err(e) = d.handle_remote_request(request) {
+                tracing::warn!(error = %e, "rejecting an in-dialog request");
+                if request.method != Method::Ack {
+                    self.actions.push_back(CallAction::Respond(
+                        request.response(500, "Server Internal Error"),
+                    ));
+                }
+                return;
+            }
+        }
+        match request.method {
+            Method::Ack => {
+                if self.state == State::Answered {
+                    self.pending_2xx = None;
+                    self.state = State::Connected;
+                    let body = self
+                        .invite
+                        .as_ref()
+                        .and_then(|i| Body::of(&i.headers, &i.body));
+                    self.events.push_back(CallEvent::Connected { body });
+                }
+            }
+            Method::Bye => {
+                self.actions
+                    .push_back(CallAction::Respond(request.response(200, "OK")));
+                self.pending_2xx = None;
+                self.finish(EndReason::RemoteHangup);
+            }
+            Method::Invite => {
+                if self.reinvite.is_some() || self.remote_reinvite.is_some() {
+                    let r = request.response(491, "Request Pending");
+                    self.actions.push_back(CallAction::Respond(r));
+                } else {
+                    self.remote_reinvite = Some(request.clone());
+                    let body = Body::of(&request.headers, &request.body);
+                    self.events.push_back(CallEvent::Updated { body });
+                }
+            }
+            _ => {
+                let mut r = request.response(405, "Method Not Allowed");
+                r.headers.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+                self.actions.push_back(CallAction::Respond(r));
+            }
+        }
+    }
+
+    fn handle_cancel(&mut self, cancel: &Request) {
+        self.actions
+            .push_back(CallAction::Respond(cancel.response(200, "OK")));
+        if self.state == State::Incoming {
+            if let Some(invite) = self.invite.clone() {
+                let r = self.answer_with(&invite, 487, "Request Terminated", None);
+                self.actions.push_back(CallAction::Respond(r));
+            }
+            self.finish(EndReason::RemoteCancelled);
+        }
+    }
+
+    /// A client transaction of this call failed.
+    pub fn handle_failure(&mut self, method: &Method, failure: &ClientFailure) {
+        let reason = match failure {
+            ClientFailure::Timeout => EndReason::Timeout,
+            ClientFailure::Transport(why) => EndReason::Unreachable(why.clone()),
+        };
+        match (method, self.state) {
+            (Method::Invite, State::Calling) => self.finish(reason),
+            (Method::Invite, State::Cancelling) => self.finish(EndReason::Cancelled),
+            (Method::Invite, _) if self.reinvite.is_some() => {
+                self.reinvite = None;
+                self.send_bye(reason);
+            }
+            (Method::Bye, State::Ending) => self.state = State::Ended,
+            _ => {}
+        }
+    }
+
+    /// Runs the call's own timers: 2xx retransmission and glare retry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((ok, interval, next, give_up)) = self.pending_2xx.clone() {
+            if now >= give_up {
+                // §13.3.1.4: no ACK in 64*T1 ends the call with a BYE.
+                self.pending_2xx = None;
+                self.send_bye(EndReason::NoAck);
+                return;
+            }
+            if now >= next {
+                let interval = (interval * 2).min(self.config.timers.t2);
+                self.pending_2xx = Some((ok.clone(), interval, now + interval, give_up));
+                self.actions.push_back(CallAction::Respond(ok));
+            }
+        }
+        if let Some((at, _)) = &self.reinvite_retry {
+            if now >= *at
+                && self.state == State::Connected
+                && self.reinvite.is_none()
+                && self.remote_reinvite.is_none()
+            {
+                if let Some((_, body)) = self.reinvite_retry.take() {
+                    self.send_reinvite(body);
+                }
+            }
+        }
+    }
+
+    /// When to call [`Call::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let resend = self
+            .pending_2xx
+            .as_ref()
+            .map(|(_, _, next, give_up)| (*next).min(*give_up));
+        let retry = self.reinvite_retry.as_ref().map(|(at, _)| *at);
+        resend.into_iter().chain(retry).min()
+    }
+
+    /// The next thing for the endpoint to do.
+    pub fn poll_action(&mut self) -> Option<CallAction> {
+        self.actions.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<CallEvent> {
+        self.events.pop_front()
+    }
+
+    fn finish(&mut self, reason: EndReason) {
+        self.report_end(reason);
+        self.state = State::Ended;
+    }
+
+    fn report_end(&mut self, reason: EndReason) {
+        self.pending_2xx = None;
+        self.reinvite_retry = None;
+        if !std::mem::replace(&mut self.end_reported, true) {
+            self.events.push_back(CallEvent::Ended { reason });
+        }
+    }
+
+    /// A response to the initial INVITE carrying our To tag and Contact.
+    fn answer_with(
+        &self,
+        invite: &Request,
+        status: u16,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Response {
+        let mut r = invite.response(status, reason);
+        if let Some(d) = &self.dialog {
+            r.headers.set("To", to_with_tag(invite, &d.id().local_tag));
+        }
+        if (101..300).contains(&status) {
+            r.headers.push(
+                "Contact",
+                NameAddr::new(self.config.contact.clone()).to_string(),
+            );
+            r.headers.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+        }
+        set_body_response(&mut r, body);
+        r
+    }
+}
+
+fn to_with_tag(request: &Request, tag: &str) -> String {
+    match request.headers.to() {
+        Ok(mut to) if to.tag().is_none() => {
+            to.params.set("tag", Some(tag));
+            to.to_string()
+        }
+        Ok(to) => to.to_string(),
+        Err(_) => request.headers.get("To").unwrap_or_default().to_owned(),
+    }
+}
+
+fn set_body(request: &mut Request, body: Option<Body>) {
+    if let Some(b) = body {
+        request.headers.set("Content-Type", b.content_type);
+        request.body = b.bytes;
+    }
+}
+
+fn set_body_response(response: &mut Response, body: Option<Body>) {
+    if let Some(b) = body {
+        response.headers.set("Content-Type", b.content_type);
+        response.body = b.bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(user: &str, port: u16) -> CallConfig {
+        CallConfig {
+            local: Uri::parse(&format!("sip:{user}@example.test")).unwrap(),
+            contact: Uri::parse(&format!("sip:{user}@127.0.0.1:{port}")).unwrap(),
+            username: user.into(),
+            password: Password::new("pw"),
+            user_agent: "test".into(),
+            timers: Timers::default(),
+        }
+    }
+
+    /// What a transaction layer would do to a request: add a Via.
+    fn with_via(mut r: Request, n: &mut u32) -> Request {
+        *n += 1;
+        r.headers.push_front(
+            "Via",
+            format!("SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKt{n}"),
+        );
+        r
+    }
+
+    fn actions(call: &mut Call) -> Vec<CallAction> {
+        std::iter::from_fn(|| call.poll_action()).collect()
+    }
+
+    fn events(call: &mut Call) -> Vec<CallEvent> {
+        std::iter::from_fn(|| call.poll_event()).collect()
+    }
+
+    fn only_request(call: &mut Call, n: &mut u32) -> Request {
+        match &actions(call)[..] {
+            [CallAction::Request(r)] => with_via(r.clone(), n),
+            other => panic!("expected one request, got {other:?}"),
+        }
+    }
+
+    fn responses(call: &mut Call) -> Vec<Response> {
+        actions(call)
+            .into_iter()
+            .map(|a| match a {
+                CallAction::Respond(r) => r,
+                other => panic!("expected responses, got {other:?}"),
+            })
+            .collect()
+    }
+
+    /// A caller and a callee up to the callee ringing.
+    fn ringing(t0: Instant) -> (Call, Call, u32) {
+        let mut n = 0;
+        let target = Uri::parse("sip:bob@example.test").unwrap();
+        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let invite = only_request(&mut alice, &mut n);
+        let mut bob = Call::incoming(config("bob", 5080), invite, 2);
+        let ringing = responses(&mut bob);
+        assert_eq!(ringing.iter().map(|r| r.status).collect::<Vec<_>>(), [180]);
+        alice.handle_response(t0, &ringing[0]);
+        assert_eq!(events(&mut alice), [CallEvent::Ringing { body: None }]);
+        (alice, bob, n)
+    }
+
+    fn ack_of(call: &mut Call, n: &mut u32) -> Request {
+        match &actions(call)[..] {
+            [CallAction::Ack(a)] => with_via(a.clone(), n),
+            other => panic!("expected an ACK, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn call_answer_and_hang_up() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = ringing(t0);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        let ok = responses(&mut bob).remove(0);
+        assert_eq!(ok.status, 200);
+        assert!(ok.headers.to().unwrap().tag().is_some());
+        alice.handle_response(t0, &ok);
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Connected {
+                body: Some(Body::sdp("answer"))
+            }]
+        );
+        let ack = ack_of(&mut alice, &mut n);
+        assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
+        assert!(bob.matches(&ack));
+        bob.handle_request(&ack);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Connected {
+                body: Some(Body::sdp("offer"))
+            }]
+        );
+        assert_eq!(bob.poll_timeout(), None, "no more 2xx retransmission");
+
+        alice.hangup();
+        let bye = only_request(&mut alice, &mut n);
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Ended {
+                reason: EndReason::LocalHangup
+            }]
+        );
+        assert!(bob.matches(&bye));
+        bob.handle_request(&bye);
+        let bye_ok = responses(&mut bob).remove(0);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Ended {
+                reason: EndReason::RemoteHangup
+            }]
+        );
+        assert!(bob.is_ended());
+        alice.handle_response(t0, &bye_ok);
+        assert!(alice.is_ended());
+        assert!(events(&mut alice).is_empty(), "Ended reported once");
+    }
+
+    #[test]
+    fn callee_retransmits_2xx_until_ack_then_gives_up_with_bye() {
+        let t0 = Instant::now();
+        let (_alice, mut bob, _) = ringing(t0);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        responses(&mut bob);
+        let mut resent = Vec::new();
+        while let Some(at) = bob.poll_timeout() {
+            bob.handle_timeout(at);
+            for a in actions(&mut bob) {
+                match a {
+                    CallAction::Respond(r) if r.status == 200 => resent.push((at - t0).as_millis()),
+                    CallAction::Request(r) => {
+                        assert_eq!(r.method, Method::Bye);
+                        assert_eq!(at - t0, Duration::from_secs(32));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            resent,
+            [500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+        );
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Ended {
+                reason: EndReason::NoAck
+            }]
+        );
+    }
+
+    #[test]
+    fn caller_acks_every_2xx_retransmission() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, _) = ringing(t0);
+        bob.answer(t0, None);
+        let ok = responses(&mut bob).remove(0);
+        for _ in 0..3 {
+            alice.handle_response(t0, &ok);
+            assert!(matches!(&actions(&mut alice)[..], [CallAction::Ack(_)]));
+        }
+        assert_eq!(events(&mut alice).len(), 1, "connected once");
+    }
+
+    #[test]
+    fn cancel_waits_for_a_provisional_then_ends_on_487() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            Uri::parse("sip:bob@example.test").unwrap(),
+            None,
+            3,
+        );
+        let invite = only_request(&mut alice, &mut n);
+        alice.hangup();
+        assert!(
+            actions(&mut alice).is_empty(),
+            "no CANCEL before a provisional"
+        );
+        let trying = invite.response(100, "Trying");
+        alice.handle_response(t0, &trying);
+        assert!(actions(&mut alice).is_empty(), "100 is not enough either");
+        let mut ringing = invite.response(180, "Ringing");
+        ringing.headers.set("To", "<sip:bob@example.test>;tag=b");
+        alice.handle_response(t0, &ringing);
+        assert_eq!(actions(&mut alice), [CallAction::Cancel]);
+        let mut terminated = invite.response(487, "Request Terminated");
+        terminated.headers.set("To", "<sip:bob@example.test>;tag=b");
+        alice.handle_response(t0, &terminated);
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Ended {
+                reason: EndReason::Cancelled
+            }]
+        );
+    }
+
+    #[test]
+    fn cancel_racing_200_is_acked_and_ended_with_bye() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, _) = ringing(t0);
+        alice.hangup();
+        assert_eq!(actions(&mut alice), [CallAction::Cancel]);
+        bob.answer(t0, None);
+        let ok = responses(&mut bob).remove(0);
+        alice.handle_response(t0, &ok);
+        let acts = actions(&mut alice);
+        assert!(
+            matches!(&acts[..], [CallAction::Ack(_), CallAction::Request(bye)] if bye.method == Method::Bye),
+            "{acts:?}"
+        );
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Ended {
+                reason: EndReason::Cancelled
+            }]
+        );
+    }
+
+    #[test]
+    fn callee_answers_cancel_with_200_and_487() {
+        let t0 = Instant::now();
+        let (_alice, mut bob, _) = ringing(t0);
+        let invite = bob.invite().unwrap().clone();
+        let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
+        for h in ["Via", "From", "To", "Call-ID"] {
+            cancel.headers.push(h, invite.headers.get(h).unwrap());
+        }
+        cancel.headers.push("CSeq", "1 CANCEL");
+        assert!(bob.matches(&cancel));
+        bob.handle_request(&cancel);
+        let statuses: Vec<_> = responses(&mut bob)
+            .iter()
+            .map(|r| (r.status, r.headers.cseq().unwrap().method))
+            .collect();
+        assert_eq!(statuses, [(200, Method::Cancel), (487, Method::Invite)]);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Ended {
+                reason: EndReason::RemoteCancelled
+            }]
+        );
+    }
+
+    #[test]
+    fn busy_and_decline_reach_the_caller() {
+        for (status, reason) in [(486, EndReason::Busy), (603, EndReason::Declined)] {
+            let t0 = Instant::now();
+            let (mut alice, mut bob, _) = ringing(t0);
+            bob.reject(status);
+            let r = responses(&mut bob).remove(0);
+            assert_eq!(r.status, status);
+            alice.handle_response(t0, &r);
+            assert_eq!(events(&mut alice), [CallEvent::Ended { reason }]);
+        }
+    }
+
+    #[test]
+    fn invite_challenge_is_answered_once() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            Uri::parse("sip:bob@example.test").unwrap(),
+            None,
+            4,
+        );
+        let invite = only_request(&mut alice, &mut n);
+        let mut challenge = invite.response(407, "Proxy Authentication Required");
+        challenge.headers.set("To", "<sip:bob@example.test>;tag=p");
+        challenge.headers.push(
+            "Proxy-Authenticate",
+            "Digest realm=\"example.test\", nonce=\"n\", qop=\"auth\"",
+        );
+        alice.handle_response(t0, &challenge);
+        let retry = only_request(&mut alice, &mut n);
+        assert_eq!(retry.headers.get("CSeq"), Some("2 INVITE"));
+        assert!(retry
+            .headers
+            .get("Proxy-Authorization")
+            .unwrap()
+            .contains("uri=\"sip:bob@example.test\""));
+        assert_eq!(retry.headers.get("Call-ID"), invite.headers.get("Call-ID"));
+        let mut again = retry.response(407, "Proxy Authentication Required");
+        again.headers.push(
+            "Proxy-Authenticate",
+            "Digest realm=\"example.test\", nonce=\"m\"",
+        );
+        alice.handle_response(t0, &again);
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Ended {
+                reason: EndReason::Rejected(407)
+            }]
+        );
+    }
+
+    fn connected(t0: Instant) -> (Call, Call, u32) {
+        let (mut alice, mut bob, mut n) = ringing(t0);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        let ok = responses(&mut bob).remove(0);
+        alice.handle_response(t0, &ok);
+        let ack = ack_of(&mut alice, &mut n);
+        bob.handle_request(&ack);
+        events(&mut alice);
+        events(&mut bob);
+        (alice, bob, n)
+    }
+
+    #[test]
+    fn hold_by_reinvite() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = connected(t0);
+        alice.update(t0, Some(Body::sdp("sendonly")));
+        let reinvite = only_request(&mut alice, &mut n);
+        assert_eq!(reinvite.headers.get("CSeq"), Some("2 INVITE"));
+        assert!(bob.matches(&reinvite));
+        bob.handle_request(&reinvite);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Updated {
+                body: Some(Body::sdp("sendonly"))
+            }]
+        );
+        bob.accept_update(Some(Body::sdp("recvonly")));
+        let ok = responses(&mut bob).remove(0);
+        alice.handle_response(t0, &ok);
+        assert!(
+            matches!(&actions(&mut alice)[..], [CallAction::Ack(a)] if a.headers.get("CSeq") == Some("2 ACK"))
+        );
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::UpdateAccepted {
+                body: Some(Body::sdp("recvonly"))
+            }]
+        );
+    }
+
+    #[test]
+    fn reinvite_glare_gets_491_and_retries_after_the_right_delay() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = connected(t0);
+        alice.update(t0, Some(Body::sdp("a-hold")));
+        bob.update(t0, Some(Body::sdp("b-hold")));
+        let from_alice = only_request(&mut alice, &mut n);
+        let from_bob = only_request(&mut bob, &mut n);
+        alice.handle_request(&from_bob);
+        bob.handle_request(&from_alice);
+        let to_bob = responses(&mut alice).remove(0);
+        let to_alice = responses(&mut bob).remove(0);
+        assert_eq!((to_bob.status, to_alice.status), (491, 491));
+        alice.handle_response(t0, &to_alice);
+        bob.handle_response(t0, &to_bob);
+        let alice_retry = alice.poll_timeout().unwrap() - t0;
+        let bob_retry = bob.poll_timeout().unwrap() - t0;
+        assert!(
+            alice_retry >= Duration::from_millis(2100) && alice_retry <= Duration::from_secs(4),
+            "owner waits 2.1-4 s: {alice_retry:?}"
+        );
+        assert!(
+            bob_retry <= Duration::from_secs(2),
+            "the other waits 0-2 s: {bob_retry:?}"
+        );
+        bob.handle_timeout(t0 + bob_retry);
+        let retried = only_request(&mut bob, &mut n);
+        assert_eq!(retried.body, Bytes::from("b-hold"));
+    }
+
+    #[test]
+    fn out_of_order_request_gets_500() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = connected(t0);
+        alice.hangup();
+        let mut bye = only_request(&mut alice, &mut n);
+        bye.headers.set("CSeq", "0 BYE");
+        bob.handle_request(&bye);
+        assert_eq!(responses(&mut bob).remove(0).status, 500);
+        assert!(!bob.is_ended());
+    }
+}
