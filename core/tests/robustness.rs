@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use locus_core::media::sdp::{self, Codec, Direction, LocalMedia};
 use locus_core::sip::digest::{Challenge, Password};
 use locus_core::sip::endpoint::{Endpoint, EndpointConfig};
 use locus_core::sip::framing::StreamFramer;
@@ -98,6 +99,25 @@ fn exercise(bytes: &[u8]) {
     while ep.poll_event().is_some() {}
 }
 
+const OFFER: &str = "v=0\r\no=- 123 456 IN IP4 127.0.0.5\r\ns=-\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n\
+    m=audio 10000 RTP/AVP 96 0 8 97\r\na=rtpmap:96 opus/48000/2\r\na=fmtp:96 useinbandfec=1\r\n\
+    a=rtpmap:97 telephone-event/8000\r\na=ptime:20\r\na=sendonly\r\n";
+
+fn damaged_sdp() -> impl Strategy<Value = String> {
+    prop::collection::vec((any::<u16>(), any::<char>(), any::<bool>()), 0..6).prop_map(|edits| {
+        let mut chars: Vec<char> = OFFER.chars().collect();
+        for (pos, c, insert) in edits {
+            let at = usize::from(pos) % (chars.len() + 1);
+            if insert || at == chars.len() {
+                chars.insert(at, c);
+            } else {
+                chars[at] = c;
+            }
+        }
+        chars.into_iter().collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -109,5 +129,19 @@ proptest! {
     #[test]
     fn damaged_messages_never_panic(bytes in damaged()) {
         exercise(&bytes);
+    }
+
+    #[test]
+    fn damaged_sdp_never_panics(text in damaged_sdp()) {
+        let local = LocalMedia {
+            rtp: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            codecs: vec![Codec::Opus, Codec::Pcmu],
+            direction: Direction::SendRecv,
+            ptime: 20,
+            session_id: 1,
+            session_version: 1,
+        };
+        let _ = sdp::answer(&text, &local);
+        let _ = sdp::accept_answer(&text, &local);
     }
 }
