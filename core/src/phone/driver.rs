@@ -210,10 +210,19 @@ impl Driver {
     }
 
     fn flush(&mut self) {
-        while let Some(t) = self.endpoint.poll_transmit() {
-            self.send(t);
-        }
-        while let Some(ev) = self.endpoint.poll_event() {
+        loop {
+            while let Some(t) = self.endpoint.poll_transmit() {
+                self.send(t);
+            }
+            let Some(ev) = self.endpoint.poll_event() else {
+                break;
+            };
+            if let EndpointEvent::IncomingCall { call, .. } = ev {
+                // The phone has no media engine yet, so it cannot take a
+                // call: refuse honestly rather than ring forever.
+                self.endpoint.reject(now(), call, 480);
+                continue;
+            }
             if let Some(ev) = self.public_event(ev) {
                 let _ = self.events.send(ev);
             }
@@ -289,7 +298,9 @@ impl Driver {
             EndpointEvent::Malformed { from, reason } if from == self.server.addr => Event::Error {
                 message: format!("malformed message from {}: {reason}", self.server.label),
             },
-            EndpointEvent::Malformed { .. } => return None,
+            EndpointEvent::Malformed { .. }
+            | EndpointEvent::IncomingCall { .. }
+            | EndpointEvent::Call { .. } => return None,
         })
     }
 }

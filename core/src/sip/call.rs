@@ -173,6 +173,8 @@ pub struct Call {
     answered_challenge: bool,
     got_provisional: bool,
     cancel_sent: bool,
+    /// §9.1: with no final response this long after CANCEL, give up.
+    cancel_deadline: Option<Instant>,
     /// Callee: our 2xx and its retransmission timer (interval, next, give-up).
     pending_2xx: Option<(Response, Duration, Instant, Instant)>,
     /// Our re-INVITE in flight, and the body to offer again after glare.
@@ -247,6 +249,7 @@ impl Call {
             answered_challenge: false,
             got_provisional: false,
             cancel_sent: false,
+            cancel_deadline: None,
             pending_2xx: None,
             reinvite: None,
             reinvite_retry: None,
@@ -330,13 +333,13 @@ impl Call {
     }
 
     /// Ends the call from our side: CANCEL, BYE or 603, as the state needs.
-    pub fn hangup(&mut self) {
+    pub fn hangup(&mut self, now: Instant) {
         match self.state {
             State::Calling => {
                 self.state = State::Cancelling;
                 // A CANCEL may go only after a provisional response (§9.1).
                 if self.got_provisional {
-                    self.send_cancel();
+                    self.send_cancel(now);
                 }
             }
             State::Incoming => self.reject(603),
@@ -374,9 +377,10 @@ impl Call {
         }
     }
 
-    fn send_cancel(&mut self) {
+    fn send_cancel(&mut self, now: Instant) {
         if !self.cancel_sent {
             self.cancel_sent = true;
+            self.cancel_deadline = Some(now + self.config.timers.t1 * 64);
             self.actions.push_back(CallAction::Cancel);
         }
     }
@@ -415,7 +419,7 @@ impl Call {
             Method::Invite if self.reinvite.as_ref().is_some_and(|(s, _)| *s == cseq.seq) => {
                 self.reinvite_response(now, response, cseq.seq);
             }
-            Method::Invite => self.invite_response(response),
+            Method::Invite => self.invite_response(now, response),
             Method::Bye if response.status >= 200 && self.state == State::Ending => {
                 self.state = State::Ended
             }
@@ -423,15 +427,17 @@ impl Call {
         }
     }
 
-    fn invite_response(&mut self, response: &Response) {
+    fn invite_response(&mut self, now: Instant, response: &Response) {
         let body = Body::of(&response.headers, &response.body);
         match response.status {
-            100 => {}
-            101..=199 => {
+            // Any provisional, 100 included, allows a CANCEL (§9.1).
+            100..=199 => {
                 self.got_provisional = true;
                 match self.state {
-                    State::Cancelling => self.send_cancel(),
-                    State::Calling => self.events.push_back(CallEvent::Ringing { body }),
+                    State::Cancelling => self.send_cancel(now),
+                    State::Calling if response.status > 100 => {
+                        self.events.push_back(CallEvent::Ringing { body })
+                    }
                     _ => {}
                 }
             }
@@ -652,8 +658,13 @@ impl Call {
         }
     }
 
-    /// Runs the call's own timers: 2xx retransmission and glare retry.
+    /// Runs the call's own timers: 2xx retransmission, the wait after
+    /// CANCEL, and the glare retry.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Cancelling && self.cancel_deadline.is_some_and(|t| now >= t) {
+            self.finish(EndReason::Cancelled);
+            return;
+        }
         if let Some((ok, interval, next, give_up)) = self.pending_2xx.clone() {
             if now >= give_up {
                 // §13.3.1.4: no ACK in 64*T1 ends the call with a BYE.
@@ -687,7 +698,10 @@ impl Call {
             .as_ref()
             .map(|(_, _, next, give_up)| (*next).min(*give_up));
         let retry = self.reinvite_retry.as_ref().map(|(at, _)| *at);
-        resend.into_iter().chain(retry).min()
+        let cancel = self
+            .cancel_deadline
+            .filter(|_| self.state == State::Cancelling);
+        resend.into_iter().chain(retry).chain(cancel).min()
     }
 
     /// The next thing for the endpoint to do.
@@ -860,7 +874,7 @@ mod tests {
         );
         assert_eq!(bob.poll_timeout(), None, "no more 2xx retransmission");
 
-        alice.hangup();
+        alice.hangup(t0);
         let bye = only_request(&mut alice, &mut n);
         assert_eq!(
             events(&mut alice),
@@ -939,18 +953,22 @@ mod tests {
             3,
         );
         let invite = only_request(&mut alice, &mut n);
-        alice.hangup();
+        alice.hangup(t0);
         assert!(
             actions(&mut alice).is_empty(),
             "no CANCEL before a provisional"
         );
         let trying = invite.response(100, "Trying");
         alice.handle_response(t0, &trying);
-        assert!(actions(&mut alice).is_empty(), "100 is not enough either");
+        assert_eq!(
+            actions(&mut alice),
+            [CallAction::Cancel],
+            "100 Trying is a provisional response too"
+        );
         let mut ringing = invite.response(180, "Ringing");
         ringing.headers.set("To", "<sip:bob@example.test>;tag=b");
         alice.handle_response(t0, &ringing);
-        assert_eq!(actions(&mut alice), [CallAction::Cancel]);
+        assert!(actions(&mut alice).is_empty(), "one CANCEL only");
         let mut terminated = invite.response(487, "Request Terminated");
         terminated.headers.set("To", "<sip:bob@example.test>;tag=b");
         alice.handle_response(t0, &terminated);
@@ -963,10 +981,27 @@ mod tests {
     }
 
     #[test]
+    fn cancel_without_final_response_gives_up_after_64_t1() {
+        let t0 = Instant::now();
+        let (mut alice, _bob, _) = ringing(t0);
+        alice.hangup(t0);
+        assert_eq!(actions(&mut alice), [CallAction::Cancel]);
+        assert_eq!(alice.poll_timeout(), Some(t0 + Duration::from_secs(32)));
+        alice.handle_timeout(t0 + Duration::from_secs(32));
+        assert_eq!(
+            events(&mut alice),
+            [CallEvent::Ended {
+                reason: EndReason::Cancelled
+            }]
+        );
+        assert!(alice.is_ended());
+    }
+
+    #[test]
     fn cancel_racing_200_is_acked_and_ended_with_bye() {
         let t0 = Instant::now();
         let (mut alice, mut bob, _) = ringing(t0);
-        alice.hangup();
+        alice.hangup(t0);
         assert_eq!(actions(&mut alice), [CallAction::Cancel]);
         bob.answer(t0, None);
         let ok = responses(&mut bob).remove(0);
@@ -1137,7 +1172,7 @@ mod tests {
     fn out_of_order_request_gets_500() {
         let t0 = Instant::now();
         let (mut alice, mut bob, mut n) = connected(t0);
-        alice.hangup();
+        alice.hangup(t0);
         let mut bye = only_request(&mut alice, &mut n);
         bye.headers.set("CSeq", "0 BYE");
         bob.handle_request(&bye);

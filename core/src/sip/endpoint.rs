@@ -1,10 +1,13 @@
 //! The user agent as one sans-IO state machine: it parses what arrives,
 //! matches responses to client transactions, answers requests through server
-//! transactions, and runs the registration agent.
+//! transactions, and runs the registration agent and the calls.
 //!
 //! A driver feeds it bytes, transport events and the time, and drains
 //! [`Endpoint::poll_transmit`], [`Endpoint::poll_event`] and
 //! [`Endpoint::poll_timeout`]. Nothing here performs I/O.
+//!
+//! Every request goes to the configured server (the registrar acting as
+//! outbound proxy); responses go back where their request came from.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,18 +16,23 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::call::{Body, Call, CallAction, CallConfig, CallEvent};
 use super::framing::Frame;
-use super::header::Via;
+use super::header::{NameAddr, Via};
 use super::message::{self, Message, Method, Request, Response};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::{
-    ClientOutcome, ClientTransaction, ServerTransaction, Timers, TransactionKey,
+    ClientOutcome, ClientTransaction, InviteClientTransaction, InviteServerTransaction,
+    ServerTransaction, Timers, TransactionKey,
 };
 use super::transport::{Transmit, Transport};
-use super::uri::Host;
+use super::uri::{Host, Uri};
 
 /// Methods this endpoint answers; advertised in Allow.
-const ALLOW: &str = "OPTIONS";
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
+
+/// Identifies a call within one endpoint.
+pub type CallId = u64;
 
 /// Static configuration of an endpoint.
 #[derive(Debug, Clone)]
@@ -60,12 +68,29 @@ pub enum EndpointEvent {
         /// Why it was dropped.
         reason: String,
     },
+    /// Someone is calling; answer with [`Endpoint::answer`].
+    IncomingCall {
+        /// The new call.
+        call: CallId,
+        /// The caller.
+        from: NameAddr,
+        /// The caller's offer, if the INVITE had one.
+        offer: Option<Body>,
+    },
+    /// A call changed state.
+    Call {
+        /// Which call.
+        call: CallId,
+        /// What happened.
+        event: CallEvent,
+    },
 }
 
 /// Who is waiting for a client transaction's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
     Registration,
+    Call(CallId, Method),
 }
 
 /// The sans-IO user agent.
@@ -76,12 +101,16 @@ pub struct Endpoint {
     registration: Registration,
     clients: HashMap<TransactionKey, (ClientTransaction, Owner)>,
     servers: HashMap<TransactionKey, ServerTransaction>,
+    invite_clients: HashMap<TransactionKey, (InviteClientTransaction, CallId)>,
+    invite_servers: HashMap<TransactionKey, InviteServerTransaction>,
+    calls: HashMap<CallId, Call>,
+    next_call: CallId,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
 }
 
 impl Endpoint {
-    /// A new endpoint; nothing is sent until [`Endpoint::register`].
+    /// A new endpoint; nothing is sent until asked.
     pub fn new(config: EndpointConfig) -> Endpoint {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let registration = Registration::new(config.registration.clone(), rng.random());
@@ -91,6 +120,10 @@ impl Endpoint {
             registration,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            invite_clients: HashMap::new(),
+            invite_servers: HashMap::new(),
+            calls: HashMap::new(),
+            next_call: 0,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -116,6 +149,69 @@ impl Endpoint {
     pub fn unregister(&mut self, now: Instant) {
         self.registration.stop(now);
         self.pump(now);
+    }
+
+    /// Places a call to `target` with an optional session offer.
+    pub fn place_call(&mut self, now: Instant, target: Uri, offer: Option<Body>) -> CallId {
+        let id = self.new_call_id();
+        let call = Call::outgoing(self.call_config(), target, offer, self.rng.random());
+        self.calls.insert(id, call);
+        self.pump(now);
+        id
+    }
+
+    /// Answers an incoming call.
+    pub fn answer(&mut self, now: Instant, call: CallId, body: Option<Body>) {
+        self.with_call(now, call, |c| c.answer(now, body));
+    }
+
+    /// Refuses an incoming call (486 busy, 603 decline, ...).
+    pub fn reject(&mut self, now: Instant, call: CallId, status: u16) {
+        self.with_call(now, call, |c| c.reject(status));
+    }
+
+    /// Ends a call, whatever its state.
+    pub fn hangup(&mut self, now: Instant, call: CallId) {
+        self.with_call(now, call, |c| c.hangup(now));
+    }
+
+    /// Offers a new session description in a call (hold, resume).
+    pub fn update(&mut self, now: Instant, call: CallId, body: Option<Body>) {
+        self.with_call(now, call, |c| c.update(now, body));
+    }
+
+    /// Accepts the peer's new session description with our answer.
+    pub fn accept_update(&mut self, now: Instant, call: CallId, body: Option<Body>) {
+        self.with_call(now, call, |c| c.accept_update(body));
+    }
+
+    /// Whether `call` is still known (ended calls are forgotten).
+    pub fn has_call(&self, call: CallId) -> bool {
+        self.calls.contains_key(&call)
+    }
+
+    fn with_call(&mut self, now: Instant, call: CallId, f: impl FnOnce(&mut Call)) {
+        if let Some(c) = self.calls.get_mut(&call) {
+            f(c);
+        }
+        self.pump(now);
+    }
+
+    fn new_call_id(&mut self) -> CallId {
+        self.next_call += 1;
+        self.next_call
+    }
+
+    fn call_config(&self) -> CallConfig {
+        let r = &self.config.registration;
+        CallConfig {
+            local: r.aor.clone(),
+            contact: r.contact.clone(),
+            username: r.username.clone(),
+            password: r.password.clone(),
+            user_agent: r.user_agent.clone(),
+            timers: self.config.timers,
+        }
     }
 
     /// A datagram arrived.
@@ -166,17 +262,32 @@ impl Endpoint {
         destination: SocketAddr,
         reason: &str,
     ) {
+        let target = (transport, destination);
         let keys: Vec<_> = self
             .clients
             .iter()
-            .filter(|(_, (tx, _))| tx.destination() == (transport, destination))
+            .filter(|(_, (tx, _))| tx.destination() == target)
             .map(|(k, _)| k.clone())
             .collect();
         for key in keys {
             if let Some((tx, owner)) = self.clients.get_mut(&key) {
-                let owner = *owner;
+                let owner = owner.clone();
                 if let Some(outcome) = tx.handle_transport_error(reason) {
                     self.deliver(now, owner, outcome);
+                }
+            }
+        }
+        let keys: Vec<_> = self
+            .invite_clients
+            .iter()
+            .filter(|(_, (tx, _))| tx.destination() == target)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            if let Some((tx, call)) = self.invite_clients.get_mut(&key) {
+                let call = *call;
+                if let Some(outcome) = tx.handle_transport_error(reason) {
+                    self.deliver(now, Owner::Call(call, Method::Invite), outcome);
                 }
             }
         }
@@ -211,7 +322,14 @@ impl Endpoint {
         for (tx, owner) in self.clients.values_mut() {
             if tx.poll_timeout().is_some_and(|t| t <= now) {
                 if let Some(o) = tx.handle_timeout(now) {
-                    outcomes.push((*owner, o));
+                    outcomes.push((owner.clone(), o));
+                }
+            }
+        }
+        for (tx, call) in self.invite_clients.values_mut() {
+            if tx.poll_timeout().is_some_and(|t| t <= now) {
+                if let Some(o) = tx.handle_timeout(now) {
+                    outcomes.push((Owner::Call(*call, Method::Invite), o));
                 }
             }
         }
@@ -220,6 +338,14 @@ impl Endpoint {
         }
         for tx in self.servers.values_mut() {
             tx.handle_timeout(now);
+        }
+        for tx in self.invite_servers.values_mut() {
+            if let Some(failure) = tx.handle_timeout(now) {
+                tracing::debug!(?failure, "INVITE server transaction ended without ACK");
+            }
+        }
+        for call in self.calls.values_mut() {
+            call.handle_timeout(now);
         }
         self.registration.handle_timeout(now);
         self.pump(now);
@@ -235,8 +361,20 @@ impl Endpoint {
             .servers
             .values()
             .filter_map(ServerTransaction::poll_timeout);
+        let invite_clients = self
+            .invite_clients
+            .values()
+            .filter_map(|(tx, _)| tx.poll_timeout());
+        let invite_servers = self
+            .invite_servers
+            .values()
+            .filter_map(InviteServerTransaction::poll_timeout);
+        let calls = self.calls.values().filter_map(Call::poll_timeout);
         clients
             .chain(servers)
+            .chain(invite_clients)
+            .chain(invite_servers)
+            .chain(calls)
             .chain(self.registration.poll_timeout())
             .min()
     }
@@ -270,11 +408,18 @@ impl Endpoint {
                 return self.malformed(from, format!("unusable response: {e}"))
             }
         };
+        if let Some((tx, call)) = self.invite_clients.get_mut(&key) {
+            let call = *call;
+            if let Some(outcome) = tx.handle_response(now, response) {
+                self.deliver(now, Owner::Call(call, Method::Invite), outcome);
+            }
+            return;
+        }
         let Some((tx, owner)) = self.clients.get_mut(&key) else {
             tracing::debug!(%from, status = response.status, "response matches no transaction");
             return;
         };
-        let owner = *owner;
+        let owner = owner.clone();
         if let Some(outcome) = tx.handle_response(now, response) {
             self.deliver(now, owner, outcome);
         }
@@ -288,6 +433,16 @@ impl Endpoint {
             (Owner::Registration, ClientOutcome::Failed(f)) => {
                 self.registration.handle_failure(now, &f)
             }
+            (Owner::Call(id, _), ClientOutcome::Response(r)) => {
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.handle_response(now, &r);
+                }
+            }
+            (Owner::Call(id, method), ClientOutcome::Failed(f)) => {
+                if let Some(call) = self.calls.get_mut(&id) {
+                    call.handle_failure(&method, &f);
+                }
+            }
         }
     }
 
@@ -300,59 +455,136 @@ impl Endpoint {
     ) {
         let (via, cseq) = match (request.headers.via(), request.headers.cseq()) {
             (Ok(via), Ok(cseq)) => (via, cseq),
+            // Without a usable Via there is nowhere to send a 400.
             (Err(e), _) | (_, Err(e)) => {
-                // Without a usable Via there is nowhere to send a 400.
-                return self.malformed(from, format!("unusable request: {e}"));
+                return self.malformed(from, format!("unusable request: {e}"))
             }
         };
-        if request.method == Method::Ack {
-            return;
-        }
-        let key = TransactionKey {
-            branch: via.branch().unwrap_or_default().to_owned(),
-            method: request.method.clone(),
+        let branch = via.branch().unwrap_or_default().to_owned();
+        let key = |method: Method| TransactionKey {
+            branch: branch.clone(),
+            method,
         };
-        if let Some(tx) = self.servers.get_mut(&key) {
-            tx.handle_retransmission();
+        if request.method == Method::Ack {
+            // A non-2xx ACK ends its INVITE transaction; a 2xx ACK is the call's.
+            if let Some(tx) = self.invite_servers.get_mut(&key(Method::Invite)) {
+                tx.handle_ack(now);
+            } else if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
+                call.handle_request(&request);
+            }
             return;
         }
-        let mut tx = ServerTransaction::new(transport, from, self.config.timers);
+        if request.method == Method::Invite {
+            if let Some(tx) = self.invite_servers.get_mut(&key(Method::Invite)) {
+                tx.handle_retransmission();
+                return;
+            }
+            self.invite_servers.insert(
+                key(Method::Invite),
+                InviteServerTransaction::new(&request, transport, from, self.config.timers),
+            );
+        } else {
+            if let Some(tx) = self.servers.get_mut(&key(request.method.clone())) {
+                tx.handle_retransmission();
+                return;
+            }
+            self.servers.insert(
+                key(request.method.clone()),
+                ServerTransaction::new(transport, from, self.config.timers),
+            );
+        }
         let valid = request.headers.from().is_ok()
             && request.headers.to().is_ok()
             && request.headers.call_id().is_ok();
-        let response = if !valid || cseq.method != request.method {
-            request.response(400, "Bad Request")
-        } else {
-            match request.method {
-                Method::Options => {
-                    let mut r = request.response(200, "OK");
-                    r.headers.push("Allow", ALLOW);
-                    r.headers.push("Accept", "application/sdp");
-                    r
-                }
-                _ => {
-                    let mut r = request.response(501, "Not Implemented");
-                    r.headers.push("Allow", ALLOW);
-                    r
-                }
+        if !valid || cseq.method != request.method {
+            return self.respond(now, request.response(400, "Bad Request"));
+        }
+        if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
+            call.handle_request(&request);
+            return;
+        }
+        let in_dialog = request
+            .headers
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_owned))
+            .is_some();
+        let response = match request.method {
+            Method::Invite if !in_dialog => return self.incoming_call(request),
+            Method::Options => {
+                let mut r = request.response(200, "OK");
+                r.headers.push("Allow", ALLOW);
+                r.headers.push("Accept", "application/sdp");
+                r
+            }
+            Method::Cancel | Method::Bye | Method::Invite => {
+                request.response(481, "Call/Transaction Does Not Exist")
+            }
+            _ => {
+                let mut r = request.response(501, "Not Implemented");
+                r.headers.push("Allow", ALLOW);
+                r
             }
         };
-        tx.respond(now, &self.with_to_tag(response));
-        self.servers.insert(key, tx);
+        self.respond(now, response);
+    }
+
+    fn incoming_call(&mut self, invite: Request) {
+        let id = self.new_call_id();
+        let from = invite.headers.from().ok();
+        let offer = (!invite.body.is_empty()).then(|| Body {
+            content_type: invite
+                .headers
+                .get("Content-Type")
+                .unwrap_or("application/sdp")
+                .to_owned(),
+            bytes: invite.body.clone(),
+        });
+        let call = Call::incoming(self.call_config(), invite, self.rng.random());
+        let rejected = call.is_ended();
+        self.calls.insert(id, call);
+        if let (Some(from), false) = (from, rejected) {
+            self.events.push_back(EndpointEvent::IncomingCall {
+                call: id,
+                from,
+                offer,
+            });
+        }
+    }
+
+    /// Sends a response through the server transaction of its request.
+    fn respond(&mut self, now: Instant, response: Response) {
+        let response = self.with_to_tag(response);
+        let (Ok(via), Ok(cseq)) = (response.headers.via(), response.headers.cseq()) else {
+            return;
+        };
+        let key = TransactionKey {
+            branch: via.branch().unwrap_or_default().to_owned(),
+            method: cseq.method.clone(),
+        };
+        if cseq.method == Method::Invite {
+            if let Some(tx) = self.invite_servers.get_mut(&key) {
+                tx.respond(now, &response);
+            }
+        } else if let Some(tx) = self.servers.get_mut(&key) {
+            tx.respond(now, &response);
+        }
     }
 
     /// Final responses outside a dialog get a To tag (RFC 3261 §8.2.6.2).
     fn with_to_tag(&mut self, mut response: Response) -> Response {
-        if let Some(to) = response.headers.get("To") {
-            if !to.contains("tag=") {
-                let tagged = format!("{to};tag={:08x}", self.rng.random::<u32>());
-                response.headers.set("To", tagged);
+        if response.status > 100 {
+            if let Some(to) = response.headers.get("To") {
+                if !to.contains("tag=") {
+                    let tagged = format!("{to};tag={:08x}", self.rng.random::<u32>());
+                    response.headers.set("To", tagged);
+                }
             }
         }
         response
     }
 
-    /// Moves queued requests into transactions and collects what to send.
+    /// Moves what the agents queued into transactions and collects what to send.
     fn pump(&mut self, now: Instant) {
         while let Some(request) = self.registration.poll_request() {
             self.start_client(now, request, Owner::Registration);
@@ -360,21 +592,127 @@ impl Endpoint {
         while let Some(ev) = self.registration.poll_event() {
             self.events.push_back(EndpointEvent::Registration(ev));
         }
+        let mut actions = Vec::new();
+        let mut call_events = Vec::new();
+        for (id, call) in &mut self.calls {
+            actions.extend(std::iter::from_fn(|| call.poll_action()).map(|a| (*id, a)));
+            call_events.extend(std::iter::from_fn(|| call.poll_event()).map(|e| (*id, e)));
+        }
+        for (id, action) in actions {
+            self.act(now, id, action);
+        }
+        self.events.extend(
+            call_events
+                .into_iter()
+                .map(|(call, event)| EndpointEvent::Call { call, event }),
+        );
         for (tx, _) in self.clients.values_mut() {
-            while let Some(t) = tx.poll_transmit() {
-                self.transmits.push_back(t);
-            }
+            self.transmits
+                .extend(std::iter::from_fn(|| tx.poll_transmit()));
         }
         for tx in self.servers.values_mut() {
-            while let Some(t) = tx.poll_transmit() {
-                self.transmits.push_back(t);
-            }
+            self.transmits
+                .extend(std::iter::from_fn(|| tx.poll_transmit()));
+        }
+        for (tx, _) in self.invite_clients.values_mut() {
+            self.transmits
+                .extend(std::iter::from_fn(|| tx.poll_transmit()));
+        }
+        for tx in self.invite_servers.values_mut() {
+            self.transmits
+                .extend(std::iter::from_fn(|| tx.poll_transmit()));
         }
         self.clients.retain(|_, (tx, _)| !tx.is_terminated());
         self.servers.retain(|_, tx| !tx.is_terminated());
+        self.invite_servers.retain(|_, tx| !tx.is_terminated());
+        self.calls.retain(|_, c| !c.is_ended());
+        // A Proceeding INVITE of a call that is over (given up after CANCEL)
+        // has no timer of its own; it goes with its call.
+        let calls = &self.calls;
+        self.invite_clients.retain(|_, (tx, call)| {
+            !tx.is_terminated() && (calls.contains_key(call) || tx.poll_timeout().is_some())
+        });
     }
 
-    fn start_client(&mut self, now: Instant, mut request: Request, owner: Owner) {
+    fn act(&mut self, now: Instant, id: CallId, action: CallAction) {
+        match action {
+            CallAction::Request(request) if request.method == Method::Invite => {
+                let (request, key) = self.with_new_via(request);
+                let tx = InviteClientTransaction::new(
+                    now,
+                    request,
+                    self.config.transport,
+                    self.config.server,
+                    self.config.timers,
+                );
+                self.invite_clients.insert(key, (tx, id));
+            }
+            CallAction::Request(request) => {
+                let method = request.method.clone();
+                self.start_client(now, request, Owner::Call(id, method));
+            }
+            CallAction::Ack(ack) => {
+                let (ack, _) = self.with_new_via(ack);
+                self.transmits.push_back(Transmit {
+                    transport: self.config.transport,
+                    destination: self.config.server,
+                    payload: ack.to_bytes(),
+                });
+            }
+            CallAction::Cancel => {
+                let invite = self
+                    .invite_clients
+                    .values()
+                    .find(|(_, c)| *c == id)
+                    .map(|(tx, _)| tx.invite().clone());
+                if let Some(invite) = invite {
+                    self.start_cancel(now, &invite, id);
+                }
+            }
+            CallAction::Respond(response) => self.respond(now, response),
+        }
+    }
+
+    /// CANCEL (RFC 3261 §9.1): the INVITE's Request-URI, Call-ID, From, To,
+    /// Route and CSeq number, and its very Via, so it matches the INVITE's
+    /// transaction at the next hop.
+    fn start_cancel(&mut self, now: Instant, invite: &Request, id: CallId) {
+        let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
+        for name in ["Via", "From", "To", "Call-ID"] {
+            if let Some(v) = invite.headers.get(name) {
+                cancel.headers.push(name, v);
+            }
+        }
+        cancel.headers.push("Max-Forwards", "70");
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
+        cancel.headers.push("CSeq", format!("{seq} CANCEL"));
+        for route in invite.headers.get_all("Route") {
+            cancel.headers.push("Route", route);
+        }
+        let Ok(branch) = invite
+            .headers
+            .via()
+            .map(|v| v.branch().unwrap_or_default().to_owned())
+        else {
+            return;
+        };
+        let key = TransactionKey {
+            branch,
+            method: Method::Cancel,
+        };
+        let tx = ClientTransaction::new(
+            now,
+            &cancel,
+            self.config.transport,
+            self.config.server,
+            self.config.timers,
+        );
+        self.clients
+            .insert(key, (tx, Owner::Call(id, Method::Cancel)));
+    }
+
+    /// Puts our Via with a fresh branch on top of `request`.
+    fn with_new_via(&mut self, mut request: Request) -> (Request, TransactionKey) {
         let branch = format!("z9hG4bK{:016x}", self.rng.random::<u64>());
         let mut via = Via {
             transport: self.config.transport.via_token().to_owned(),
@@ -385,12 +723,21 @@ impl Endpoint {
         via.params.set("branch", Some(&branch));
         if self.config.transport == Transport::Udp {
             via.params.set("rport", None);
+        } else {
+            // RFC 5923: the server may send requests for our address over
+            // this connection, which is how it reaches us behind TLS.
+            via.params.set("alias", None);
         }
         request.headers.push_front("Via", via.to_string());
         let key = TransactionKey {
             branch,
             method: request.method.clone(),
         };
+        (request, key)
+    }
+
+    fn start_client(&mut self, now: Instant, request: Request, owner: Owner) {
+        let (request, key) = self.with_new_via(request);
         let tx = ClientTransaction::new(
             now,
             &request,
