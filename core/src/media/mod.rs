@@ -1,5 +1,7 @@
-//! Call media: session descriptions now; RTP, codecs, the jitter buffer and
+//! Call media: session descriptions and the jitter buffer now; RTP, codecs and
 //! echo cancellation join here. Nothing in `media` knows SIP: the phone
 //! passes session descriptions between the two as text.
 
+pub mod jitter;
+pub mod network_trace;
 pub mod sdp;
