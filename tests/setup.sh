@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Locus needs to build, run its demo and run its tests, when it
 # is missing: Debian packages (Kamailio with sqlite and TLS modules, a JDK and
-# Maven for the Kotlin tests, a C compiler for bundled sqlite and ring) and
+# Maven for the Kotlin tests, a C compiler and cmake for the bundled sqlite,
+# ring and libopus builds) and
 # the Rust components used by the checks. Maven artifacts are fetched by
 # Maven itself on first use. Safe to run again: it installs nothing twice.
 set -euo pipefail
@@ -26,6 +27,7 @@ command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
