@@ -268,30 +268,13 @@ pub fn alaw_to_linear(byte: u8) -> i16 {
 mod tests {
     use super::*;
 
-    /// 20 ms frames of a speech-like signal: a harmonic series (voiced
-    /// speech) whose pitch glides between 100 and 200 Hz, under a 4 Hz
-    /// syllable envelope, so that codecs' voice activity detection treats
-    /// it as speech.
     fn voice(codec: Codec, frames: usize) -> Vec<Vec<i16>> {
-        let rate = f64::from(codec.clock_rate());
-        let n = frame_samples(codec);
-        let mut phase = 0.0f64;
-        let mut out = Vec::with_capacity(frames);
-        for f in 0..frames {
-            let mut frame = Vec::with_capacity(n);
-            for i in 0..n {
-                let t = (f * n + i) as f64 / rate;
-                let f0 = 150.0 + 50.0 * (t * 1.3 * std::f64::consts::TAU).sin();
-                phase += f0 / rate * std::f64::consts::TAU;
-                let envelope = 0.55 + 0.45 * (t * 4.0 * std::f64::consts::TAU).sin();
-                let voiced: f64 = (1..=12)
-                    .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
-                    .sum();
-                frame.push((6000.0 * envelope * voiced) as i16);
-            }
-            out.push(frame);
-        }
-        out
+        let signal =
+            crate::media::test_signal::voice(codec.clock_rate(), frames * frame_samples(codec));
+        signal
+            .chunks(frame_samples(codec))
+            .map(<[i16]>::to_vec)
+            .collect()
     }
 
     fn snr_db(reference: &[i16], got: &[i16]) -> f64 {

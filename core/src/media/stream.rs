@@ -1,0 +1,397 @@
+//! One RTP audio stream of a call, sans-IO: outgoing frames are encoded and
+//! packetised; incoming datagrams are checked, buffered and decoded.
+//!
+//! RTP is symmetric (RFC 4961): we send from the port we receive on and
+//! accept packets only from the address the peer's session description
+//! named, so a stranger cannot inject audio into the call. Anything
+//! malformed, foreign or of an unexpected payload type is counted and
+//! dropped; the call goes on.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rtp::header::Header;
+use rtp::packet::Packet as RtpPacket;
+use webrtc_util::marshal::{Marshal, Unmarshal};
+
+use super::codec::{frame_samples, CodecError, Decoder, Encoder, FRAME_MS};
+use super::jitter::{JitterBuffer, JitterStats, Packet, Playout};
+use super::sdp::{Codec, Negotiated};
+
+/// How long without any packet before [`MediaEvent::NoMedia`].
+pub const DEFAULT_MEDIA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a stream reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    /// No RTP from the peer for this long.
+    NoMedia {
+        /// Time since the last packet (or the start).
+        silent_for: Duration,
+    },
+    /// Packets flow again after [`MediaEvent::NoMedia`].
+    MediaResumed,
+}
+
+/// Counters of a stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamStats {
+    /// RTP packets sent.
+    pub sent: u64,
+    /// RTP packets accepted.
+    pub received: u64,
+    /// Datagrams from an address other than the peer's.
+    pub foreign: u64,
+    /// Datagrams that were not RTP.
+    pub malformed: u64,
+    /// RTP packets with a payload type we did not negotiate.
+    pub unexpected_payload_type: u64,
+    /// Frames whose decoding failed and was concealed instead.
+    pub decode_errors: u64,
+    /// The jitter buffer's figures.
+    pub jitter: JitterStats,
+}
+
+/// An RTP audio stream.
+#[derive(Debug)]
+pub struct MediaStream {
+    codec: Codec,
+    payload_type: u8,
+    remote: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    timestamp: u32,
+    first_packet: bool,
+    encoder: Encoder,
+    decoder: Decoder,
+    jitter: JitterBuffer,
+    last_received: Instant,
+    media_timeout: Duration,
+    silent: bool,
+    events: Vec<MediaEvent>,
+    stats: StreamStats,
+}
+
+impl MediaStream {
+    /// A stream for a negotiated session; `ssrc`, `seq` and `timestamp`
+    /// start values should be random (RFC 3550 §5.1).
+    pub fn new(
+        now: Instant,
+        negotiated: &Negotiated,
+        ssrc: u32,
+        seq: u16,
+        timestamp: u32,
+    ) -> Result<MediaStream, CodecError> {
+        Ok(MediaStream {
+            codec: negotiated.codec,
+            payload_type: negotiated.payload_type,
+            remote: negotiated.remote_rtp,
+            ssrc,
+            seq,
+            timestamp,
+            first_packet: true,
+            encoder: Encoder::new(negotiated.codec)?,
+            decoder: Decoder::new(negotiated.codec)?,
+            jitter: JitterBuffer::new(
+                negotiated.codec.clock_rate(),
+                Duration::from_millis(u64::from(FRAME_MS)),
+            ),
+            last_received: now,
+            media_timeout: DEFAULT_MEDIA_TIMEOUT,
+            silent: false,
+            events: Vec::new(),
+            stats: StreamStats::default(),
+        })
+    }
+
+    /// Changes how long silence lasts before [`MediaEvent::NoMedia`].
+    pub fn set_media_timeout(&mut self, timeout: Duration) {
+        self.media_timeout = timeout;
+    }
+
+    /// Where packets go.
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Samples per 20 ms frame at the codec's rate.
+    pub fn frame_samples(&self) -> usize {
+        frame_samples(self.codec)
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> StreamStats {
+        StreamStats {
+            jitter: self.jitter.stats(),
+            ..self.stats
+        }
+    }
+
+    /// Passes the loss the peer reports (RTCP) to the encoder's FEC.
+    pub fn set_expected_loss(&mut self, percent: u8) -> Result<(), CodecError> {
+        self.encoder.set_expected_loss(percent)
+    }
+
+    /// Encodes one frame and returns the RTP packet to send to [`Self::remote`].
+    pub fn send_frame(&mut self, pcm: &[i16]) -> Result<Bytes, CodecError> {
+        let payload = self.encoder.encode(pcm)?;
+        let packet = RtpPacket {
+            header: Header {
+                version: 2,
+                marker: std::mem::take(&mut self.first_packet),
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: self.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::from(payload),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.timestamp = self
+            .timestamp
+            .wrapping_add(u32::try_from(pcm.len()).unwrap_or(0));
+        self.stats.sent += 1;
+        // Marshalling a packet we built cannot fail; map it anyway.
+        packet
+            .marshal()
+            .map_err(|e| CodecError::Opus(format!("RTP: {e}")))
+    }
+
+    /// A datagram arrived on the stream's port.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if from != self.remote {
+            self.stats.foreign += 1;
+            return;
+        }
+        let mut buf = bytes;
+        let packet = match RtpPacket::unmarshal(&mut buf) {
+            Ok(p) if p.header.version == 2 => p,
+            _ => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if packet.header.payload_type != self.payload_type {
+            self.stats.unexpected_payload_type += 1;
+            return;
+        }
+        self.stats.received += 1;
+        self.last_received = now;
+        if std::mem::take(&mut self.silent) {
+            self.events.push(MediaEvent::MediaResumed);
+        }
+        self.jitter.push(
+            now,
+            Packet {
+                seq: packet.header.sequence_number,
+                timestamp: packet.header.timestamp,
+                ssrc: packet.header.ssrc,
+                payload: packet.payload,
+            },
+        );
+    }
+
+    /// The next 20 ms of audio to play; call once per frame period.
+    pub fn play_frame(&mut self, now: Instant) -> Vec<i16> {
+        if !self.silent && now.saturating_duration_since(self.last_received) >= self.media_timeout {
+            self.silent = true;
+            self.events.push(MediaEvent::NoMedia {
+                silent_for: now.saturating_duration_since(self.last_received),
+            });
+        }
+        let n = self.frame_samples();
+        let decoded = match self.jitter.pop(now) {
+            Playout::Packet(p) => self.decoder.decode(&p),
+            Playout::Fec(next) => self.decoder.decode_fec(&next),
+            Playout::Conceal => self.decoder.conceal(),
+            Playout::Silence => return vec![0; n],
+        };
+        let mut frame = match decoded {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(error = %e, "undecodable frame concealed");
+                self.stats.decode_errors += 1;
+                self.decoder.conceal().unwrap_or_default()
+            }
+        };
+        frame.resize(n, 0);
+        frame
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<MediaEvent> {
+        (!self.events.is_empty()).then(|| self.events.remove(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::sdp::Direction;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const ALICE: &str = "127.0.0.1:40000";
+    const BOB: &str = "127.0.0.1:50000";
+
+    fn negotiated(codec: Codec, remote: &str) -> Negotiated {
+        Negotiated {
+            remote_rtp: remote.parse().unwrap(),
+            codec,
+            payload_type: codec.default_payload_type(),
+            telephone_event: None,
+            direction: Direction::SendRecv,
+            remote_ptime: Some(20),
+        }
+    }
+
+    /// Alice talks to Bob for `seconds` over a link with `loss`; returns
+    /// Bob's stream (for its stats) and the energy ratio out/in in dB.
+    fn talk(codec: Codec, seconds: u32, loss: f64, seed: u64) -> (MediaStream, f64) {
+        let t0 = Instant::now();
+        let mut alice = MediaStream::new(t0, &negotiated(codec, BOB), 1, 100, 1000).unwrap();
+        let mut bob = MediaStream::new(t0, &negotiated(codec, ALICE), 2, 200, 2000).unwrap();
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = alice.frame_samples();
+        let frames = (seconds * 50) as usize;
+        let signal = crate::media::test_signal::voice(codec.clock_rate(), frames * n);
+        let (mut energy_in, mut energy_out) = (0.0, 0.0);
+        for (f, pcm) in signal.chunks(n).enumerate() {
+            let now = t0 + Duration::from_millis(20 * f as u64);
+            energy_in += pcm.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>();
+            let packet = alice.send_frame(pcm).unwrap();
+            if rng.random::<f64>() >= loss {
+                bob.handle_datagram(
+                    now + Duration::from_millis(30),
+                    ALICE.parse().unwrap(),
+                    &packet,
+                );
+            }
+            let out = bob.play_frame(now + Duration::from_millis(30));
+            assert_eq!(out.len(), n);
+            energy_out += out.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>();
+        }
+        (bob, 10.0 * (energy_out / energy_in).log10())
+    }
+
+    #[test]
+    fn clean_call_delivers_every_frame() {
+        for codec in [Codec::Opus, Codec::Pcmu, Codec::Pcma] {
+            let (bob, level_db) = talk(codec, 5, 0.0, 1);
+            let s = bob.stats();
+            assert_eq!(s.received, 250, "{codec:?}: {s:?}");
+            assert_eq!(s.jitter.lost + s.jitter.late, 0, "{codec:?}: {s:?}");
+            assert!(
+                level_db.abs() < 2.0,
+                "{codec:?}: level changed by {level_db:.1} dB"
+            );
+        }
+    }
+
+    #[test]
+    fn opus_recovers_isolated_losses_with_fec() {
+        let (bob, level_db) = talk(Codec::Opus, 10, 0.10, 2);
+        let s = bob.stats();
+        assert!(s.jitter.lost > 20, "{s:?}");
+        assert!(
+            s.jitter.fec_recovered * 10 >= s.jitter.lost * 8,
+            "most losses are single and recovered: {s:?}"
+        );
+        assert!(
+            level_db.abs() < 3.0,
+            "audio keeps its level through loss: {level_db:.1} dB"
+        );
+    }
+
+    #[test]
+    fn strangers_and_garbage_are_dropped_and_the_call_goes_on() {
+        let t0 = Instant::now();
+        let mut bob = MediaStream::new(t0, &negotiated(Codec::Pcmu, ALICE), 2, 200, 2000).unwrap();
+        let mut alice = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 1, 100, 1000).unwrap();
+        let good = alice.send_frame(&vec![1000; 160]).unwrap();
+        let stranger: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        let mut rng = StdRng::seed_from_u64(3);
+        for i in 0..1000 {
+            bob.handle_datagram(t0, stranger, &good);
+            // Random bytes, but never version 2, so none can pass for RTP.
+            let len = rng.random_range(0..40);
+            let mut junk: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if let Some(first) = junk.first_mut() {
+                *first &= 0x3f;
+            }
+            bob.handle_datagram(t0, ALICE.parse().unwrap(), &junk);
+            if i % 100 == 0 {
+                bob.handle_datagram(t0, ALICE.parse().unwrap(), &good[..good.len().min(5)]);
+            }
+        }
+        let mut other_pt = good.to_vec();
+        other_pt[1] = 96;
+        bob.handle_datagram(t0, ALICE.parse().unwrap(), &other_pt);
+        bob.handle_datagram(t0, ALICE.parse().unwrap(), &good);
+        let s = bob.stats();
+        assert_eq!(s.foreign, 1000);
+        assert_eq!(s.malformed, 1010, "{s:?}");
+        assert_eq!(s.unexpected_payload_type, 1);
+        assert_eq!(s.received, 1, "the real packet still gets through: {s:?}");
+        assert!(
+            bob.play_frame(t0 + Duration::from_millis(40))
+                .iter()
+                .any(|x| *x != 0),
+            "and plays"
+        );
+    }
+
+    #[test]
+    fn silence_on_the_wire_is_reported_then_cleared() {
+        let t0 = Instant::now();
+        let mut bob = MediaStream::new(t0, &negotiated(Codec::Pcma, ALICE), 2, 200, 2000).unwrap();
+        bob.set_media_timeout(Duration::from_secs(2));
+        bob.play_frame(t0 + Duration::from_secs(1));
+        assert_eq!(bob.poll_event(), None);
+        bob.play_frame(t0 + Duration::from_secs(2));
+        assert_eq!(
+            bob.poll_event(),
+            Some(MediaEvent::NoMedia {
+                silent_for: Duration::from_secs(2)
+            })
+        );
+        bob.play_frame(t0 + Duration::from_secs(3));
+        assert_eq!(bob.poll_event(), None, "reported once");
+        let mut alice = MediaStream::new(t0, &negotiated(Codec::Pcma, BOB), 1, 100, 1000).unwrap();
+        let p = alice.send_frame(&vec![0; 160]).unwrap();
+        bob.handle_datagram(t0 + Duration::from_secs(4), ALICE.parse().unwrap(), &p);
+        assert_eq!(bob.poll_event(), Some(MediaEvent::MediaResumed));
+    }
+
+    #[test]
+    fn packets_carry_rtp_fields() {
+        let t0 = Instant::now();
+        let mut alice = MediaStream::new(
+            t0,
+            &negotiated(Codec::Pcmu, BOB),
+            0xabcd,
+            65_535,
+            u32::MAX - 100,
+        )
+        .unwrap();
+        let first = alice.send_frame(&vec![0; 160]).unwrap();
+        let second = alice.send_frame(&vec![0; 160]).unwrap();
+        let parse = |b: &Bytes| RtpPacket::unmarshal(&mut &b[..]).unwrap();
+        let (a, b) = (parse(&first), parse(&second));
+        assert!(
+            a.header.marker && !b.header.marker,
+            "marker on the first packet only"
+        );
+        assert_eq!(
+            (a.header.sequence_number, b.header.sequence_number),
+            (65_535, 0)
+        );
+        assert_eq!(b.header.timestamp, (u32::MAX - 100).wrapping_add(160));
+        assert_eq!(
+            (a.header.ssrc, a.header.payload_type, a.payload.len()),
+            (0xabcd, 0, 160)
+        );
+    }
+}
