@@ -5,6 +5,7 @@
 pub mod codec;
 pub mod jitter;
 pub mod network_trace;
+pub mod rtcp_report;
 pub mod sdp;
 pub mod stream;
 
