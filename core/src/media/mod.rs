@@ -3,6 +3,7 @@
 //! passes session descriptions between the two as text.
 
 pub mod codec;
+pub mod dtmf;
 pub mod jitter;
 pub mod network_trace;
 pub mod rtcp_report;

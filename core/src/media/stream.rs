@@ -16,6 +16,7 @@ use rtp::packet::Packet as RtpPacket;
 use webrtc_util::marshal::{Marshal, Unmarshal};
 
 use super::codec::{frame_samples, CodecError, Decoder, Encoder, FRAME_MS};
+use super::dtmf::{DtmfReceiver, DtmfSender};
 use super::jitter::{JitterBuffer, JitterStats, Packet, Playout};
 use super::sdp::{Codec, Negotiated};
 
@@ -32,6 +33,19 @@ pub enum MediaEvent {
     },
     /// Packets flow again after [`MediaEvent::NoMedia`].
     MediaResumed,
+    /// The peer sent a DTMF digit (RFC 4733).
+    Dtmf(char),
+}
+
+/// Why digits cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DtmfError {
+    /// The peer did not accept telephone-event in the session description.
+    #[error("the peer does not take DTMF events")]
+    NotNegotiated,
+    /// Characters that are not DTMF digits.
+    #[error("not DTMF digits: {0:?}")]
+    NotDigits(String),
 }
 
 /// Counters of a stream.
@@ -66,6 +80,9 @@ pub struct MediaStream {
     encoder: Encoder,
     decoder: Decoder,
     jitter: JitterBuffer,
+    /// The telephone-event payload type and the sender using it.
+    dtmf_out: Option<(u8, DtmfSender)>,
+    dtmf_in: DtmfReceiver,
     last_received: Instant,
     media_timeout: Duration,
     silent: bool,
@@ -97,6 +114,11 @@ impl MediaStream {
                 negotiated.codec.clock_rate(),
                 Duration::from_millis(u64::from(FRAME_MS)),
             ),
+            dtmf_out: negotiated.telephone_event.map(|pt| {
+                let samples = u16::try_from(frame_samples(negotiated.codec)).unwrap_or(u16::MAX);
+                (pt, DtmfSender::new(samples))
+            }),
+            dtmf_in: DtmfReceiver::default(),
             last_received: now,
             media_timeout: DEFAULT_MEDIA_TIMEOUT,
             silent: false,
@@ -133,20 +155,53 @@ impl MediaStream {
         self.encoder.set_expected_loss(percent)
     }
 
-    /// Encodes one frame and returns the RTP packet to send to [`Self::remote`].
+    /// Queues DTMF digits; they replace the audio of the next frames.
+    pub fn send_dtmf(&mut self, digits: &str) -> Result<(), DtmfError> {
+        let (_, sender) = self.dtmf_out.as_mut().ok_or(DtmfError::NotNegotiated)?;
+        let rejected = sender.send(digits);
+        if rejected.is_empty() {
+            Ok(())
+        } else {
+            Err(DtmfError::NotDigits(rejected.into_iter().collect()))
+        }
+    }
+
+    /// Encodes one frame (or sends the DTMF event due instead) and returns
+    /// the RTP packet to send to [`Self::remote`].
     pub fn send_frame(&mut self, pcm: &[i16]) -> Result<Bytes, CodecError> {
-        let payload = self.encoder.encode(pcm)?;
+        let timestamp = self.timestamp;
+        let event = self
+            .dtmf_out
+            .as_mut()
+            .and_then(|(pt, s)| s.next_packet(timestamp).map(|p| (*pt, p)));
+        let (payload_type, marker, timestamp, payload) = match event {
+            Some((pt, p)) => (
+                pt,
+                p.marker,
+                p.timestamp,
+                Bytes::copy_from_slice(&p.event.to_bytes()),
+            ),
+            None => {
+                let payload = Bytes::from(self.encoder.encode(pcm)?);
+                (
+                    self.payload_type,
+                    std::mem::take(&mut self.first_packet),
+                    timestamp,
+                    payload,
+                )
+            }
+        };
         let packet = RtpPacket {
             header: Header {
                 version: 2,
-                marker: std::mem::take(&mut self.first_packet),
-                payload_type: self.payload_type,
+                marker,
+                payload_type,
                 sequence_number: self.seq,
-                timestamp: self.timestamp,
+                timestamp,
                 ssrc: self.ssrc,
                 ..Default::default()
             },
-            payload: Bytes::from(payload),
+            payload,
         };
         self.seq = self.seq.wrapping_add(1);
         self.timestamp = self
@@ -173,7 +228,11 @@ impl MediaStream {
                 return;
             }
         };
-        if packet.header.payload_type != self.payload_type {
+        let is_event = self
+            .dtmf_out
+            .as_ref()
+            .is_some_and(|(pt, _)| *pt == packet.header.payload_type);
+        if packet.header.payload_type != self.payload_type && !is_event {
             self.stats.unexpected_payload_type += 1;
             return;
         }
@@ -182,13 +241,26 @@ impl MediaStream {
         if std::mem::take(&mut self.silent) {
             self.events.push(MediaEvent::MediaResumed);
         }
+        let payload = if is_event {
+            if let Some(d) = self
+                .dtmf_in
+                .handle(packet.header.timestamp, &packet.payload)
+            {
+                self.events.push(MediaEvent::Dtmf(d));
+            }
+            // The event took an audio frame's sequence number: an empty
+            // payload plays as concealment, not as a loss to wait for.
+            Bytes::new()
+        } else {
+            packet.payload
+        };
         self.jitter.push(
             now,
             Packet {
                 seq: packet.header.sequence_number,
                 timestamp: packet.header.timestamp,
                 ssrc: packet.header.ssrc,
-                payload: packet.payload,
+                payload,
             },
         );
     }
@@ -203,6 +275,7 @@ impl MediaStream {
         }
         let n = self.frame_samples();
         let decoded = match self.jitter.pop(now) {
+            Playout::Packet(p) if p.is_empty() => self.decoder.conceal(),
             Playout::Packet(p) => self.decoder.decode(&p),
             Playout::Fec(next) => self.decoder.decode_fec(&next),
             Playout::Conceal => self.decoder.conceal(),
@@ -363,6 +436,39 @@ mod tests {
         let p = alice.send_frame(&vec![0; 160]).unwrap();
         bob.handle_datagram(t0 + Duration::from_secs(4), ALICE.parse().unwrap(), &p);
         assert_eq!(bob.poll_event(), Some(MediaEvent::MediaResumed));
+    }
+
+    #[test]
+    fn dtmf_digits_reach_the_peer_once_each() {
+        let t0 = Instant::now();
+        let mut with_events = negotiated(Codec::Opus, BOB);
+        with_events.telephone_event = Some(101);
+        let mut alice = MediaStream::new(t0, &with_events, 1, 100, 1000).unwrap();
+        with_events.remote_rtp = ALICE.parse().unwrap();
+        let mut bob = MediaStream::new(t0, &with_events, 2, 200, 2000).unwrap();
+        assert_eq!(
+            alice.send_dtmf("12x"),
+            Err(DtmfError::NotDigits("x".into()))
+        );
+        alice.send_dtmf("#0").unwrap();
+        let silence = vec![0i16; 960];
+        let mut digits = String::new();
+        for f in 0..60u64 {
+            let now = t0 + Duration::from_millis(20 * f);
+            let packet = alice.send_frame(&silence).unwrap();
+            bob.handle_datagram(now, ALICE.parse().unwrap(), &packet);
+            bob.play_frame(now);
+            while let Some(e) = bob.poll_event() {
+                if let MediaEvent::Dtmf(d) = e {
+                    digits.push(d);
+                }
+            }
+        }
+        assert_eq!(digits, "#0", "nothing of the rejected string was sent");
+        let s = bob.stats();
+        assert_eq!((s.unexpected_payload_type, s.jitter.lost), (0, 0), "{s:?}");
+        let mut plain = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 3, 0, 0).unwrap();
+        assert_eq!(plain.send_dtmf("1"), Err(DtmfError::NotNegotiated));
     }
 
     #[test]
