@@ -4,6 +4,7 @@
 //! driver and the [`Phone`] facade in [`phone`] own sockets and timers. The CLI
 //! and the bindings use only [`Phone`], [`Events`] and [`Event`].
 
+pub mod audio;
 pub mod media;
 pub mod phone;
 pub mod sip;

@@ -1,0 +1,290 @@
+//! A WAV file as an audio device, for headless runs and tests: capture
+//! plays the input file (16-bit PCM, any rate, stereo mixed to mono) and
+//! playout is recorded to the output file, both paced by a real clock on
+//! their own thread, 20 ms at a time, as a sound card would. (The ALSA null
+//! device is not paced, so it cannot stand in for this.)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{rings, AudioDevice, AudioError, AudioIo, DeviceIo};
+
+/// Ring size, in 20 ms frames.
+const RING_FRAMES: usize = 10;
+
+/// Plays one WAV file and records another, in real time.
+#[derive(Debug)]
+pub struct WavDevice {
+    input: Vec<i16>,
+    output: Option<PathBuf>,
+    rate: u32,
+    stop: Arc<AtomicBool>,
+    finished: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), AudioError>>>,
+}
+
+impl WavDevice {
+    /// A device reading `input` (if any) and writing `output` (if any). The
+    /// device's rate is the input file's, else 48 kHz.
+    pub fn open(input: Option<&Path>, output: Option<&Path>) -> Result<WavDevice, AudioError> {
+        let (samples, rate) = match input {
+            Some(path) => read_mono(path)?,
+            None => (Vec::new(), 48_000),
+        };
+        Ok(WavDevice {
+            finished: Arc::new(AtomicBool::new(input.is_none())),
+            input: samples,
+            output: output.map(Path::to_path_buf),
+            rate,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        })
+    }
+}
+
+fn wav_error(path: &Path) -> impl Fn(hound::Error) -> AudioError + '_ {
+    move |source| AudioError::Wav {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Reads a 16-bit PCM file, mixing its channels to mono.
+fn read_mono(path: &Path) -> Result<(Vec<i16>, u32), AudioError> {
+    let mut reader = hound::WavReader::open(path).map_err(wav_error(path))?;
+    let spec = reader.spec();
+    if spec.bits_per_sample != 16
+        || spec.sample_format != hound::SampleFormat::Int
+        || spec.channels == 0
+    {
+        return Err(AudioError::Format(path.display().to_string()));
+    }
+    let interleaved: Vec<i16> = reader
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .map_err(wav_error(path))?;
+    let channels = usize::from(spec.channels);
+    let mono = interleaved
+        .chunks(channels)
+        .map(|frame| (frame.iter().map(|s| i32::from(*s)).sum::<i32>() / channels as i32) as i16)
+        .collect();
+    Ok((mono, spec.sample_rate))
+}
+
+impl AudioDevice for WavDevice {
+    fn sample_rate(&self) -> u32 {
+        self.rate
+    }
+
+    fn start(&mut self) -> Result<AudioIo, AudioError> {
+        let (io, device) = rings(self.rate, RING_FRAMES);
+        let writer = match &self.output {
+            Some(path) => {
+                let spec = hound::WavSpec {
+                    channels: 1,
+                    sample_rate: self.rate,
+                    bits_per_sample: 16,
+                    sample_format: hound::SampleFormat::Int,
+                };
+                Some((
+                    hound::WavWriter::create(path, spec).map_err(wav_error(path))?,
+                    path.clone(),
+                ))
+            }
+            None => None,
+        };
+        let input = std::mem::take(&mut self.input);
+        let rate = self.rate;
+        let stop = Arc::clone(&self.stop);
+        let finished = Arc::clone(&self.finished);
+        let thread = std::thread::Builder::new()
+            .name("locus-wav".into())
+            .spawn(move || run(input, writer, rate, device, &stop, &finished))
+            .map_err(AudioError::Thread)?;
+        self.thread = Some(thread);
+        Ok(io)
+    }
+
+    fn capture_finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
+    }
+
+    fn stop(&mut self) -> Result<(), AudioError> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(AudioError::Thread(std::io::Error::other(
+                "the WAV thread panicked",
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for WavDevice {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// The device thread: every 20 ms, one frame of the file into the capture
+/// ring and one frame of the playout ring into the file.
+fn run(
+    input: Vec<i16>,
+    mut writer: Option<(hound::WavWriter<std::io::BufWriter<std::fs::File>>, PathBuf)>,
+    rate: u32,
+    mut io: DeviceIo,
+    stop: &AtomicBool,
+    finished: &AtomicBool,
+) -> Result<(), AudioError> {
+    let period = Duration::from_millis(20);
+    let mut next = Instant::now();
+    let mut position = 0usize;
+    // Rates whose 20 ms is not whole samples alternate frame lengths.
+    let mut carry = 0.0f64;
+    while !stop.load(Ordering::Relaxed) {
+        let exact = f64::from(rate) / 50.0 + carry;
+        let n = exact.floor() as usize;
+        carry = exact - n as f64;
+        for _ in 0..n {
+            let sample = input.get(position).copied().unwrap_or(0);
+            position += 1;
+            // A full ring means the media thread is behind: drop, as a device would.
+            let _ = io.capture.push(sample);
+        }
+        if position >= input.len() {
+            finished.store(true, Ordering::Relaxed);
+        }
+        if let Some((w, path)) = writer.as_mut() {
+            for _ in 0..n {
+                let sample = io.playout.pop().unwrap_or(0);
+                w.write_sample(sample).map_err(wav_error(path))?;
+            }
+        } else {
+            for _ in 0..n {
+                let _ = io.playout.pop();
+            }
+        }
+        next += period;
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        } else if now - next > period * 5 {
+            // Far behind (a suspended process): skip ahead, don't burst.
+            next = now;
+        }
+    }
+    if let Some((w, path)) = writer {
+        w.finalize().map_err(wav_error(&path))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_stereo(path: &Path, rate: u32, frames: usize) {
+        let spec = hound::WavSpec {
+            channels: 2,
+            sample_rate: rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut w = hound::WavWriter::create(path, spec).unwrap();
+        for i in 0..frames {
+            let v = (i % 1000) as i16;
+            w.write_sample(v * 2).unwrap();
+            w.write_sample(0).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+
+    #[test]
+    fn plays_and_records_in_real_time() {
+        let dir = std::env::temp_dir().join(format!("locus-wav-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let input = dir.join("in.wav");
+        let output = dir.join("out.wav");
+        write_stereo(&input, 16_000, 16_000);
+        let mut dev = WavDevice::open(Some(&input), Some(&output)).unwrap();
+        assert_eq!(dev.sample_rate(), 16_000);
+        let mut io = dev.start().unwrap();
+        // Paced, not instant: an unpaced device would fill the 10-frame ring
+        // at once; this one has a frame or so (slack for a loaded machine).
+        let at_start = io.capture.slots();
+        assert!(at_start <= 4 * 320, "{at_start} samples at once");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(io.capture.slots() > at_start, "more arrives as time passes");
+        let mut captured = Vec::new();
+        while let Ok(s) = io.capture.pop() {
+            captured.push(s);
+        }
+        assert!(
+            captured
+                .iter()
+                .enumerate()
+                .all(|(i, s)| *s == (i % 1000) as i16),
+            "stereo mixed to mono, in order"
+        );
+        for i in 0..3200 {
+            io.playout.push(i as i16).unwrap_or(());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        dev.stop().unwrap();
+        let (recorded, rate) = read_mono(&output).unwrap();
+        assert_eq!(rate, 16_000);
+        assert!(
+            recorded.len() >= 6_400,
+            "{} samples recorded",
+            recorded.len()
+        );
+        let start = recorded.iter().position(|s| *s == 1).unwrap() - 1;
+        assert!(
+            recorded[start..start + 3200]
+                .iter()
+                .enumerate()
+                .all(|(i, s)| *s == i as i16),
+            "playout written in order"
+        );
+        assert!(
+            !dev.capture_finished(),
+            "one second of input is not over yet"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unsupported_or_missing_files_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("locus-wav-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let float = dir.join("float.wav");
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: 8000,
+            bits_per_sample: 32,
+            sample_format: hound::SampleFormat::Float,
+        };
+        let mut w = hound::WavWriter::create(&float, spec).unwrap();
+        w.write_sample(0.5f32).unwrap();
+        w.finalize().unwrap();
+        assert!(matches!(
+            WavDevice::open(Some(&float), None),
+            Err(AudioError::Format(_))
+        ));
+        let garbage = dir.join("garbage.wav");
+        std::fs::write(&garbage, b"RIFF\x10\x00\x00\x00WAVEjunk").unwrap();
+        assert!(matches!(
+            WavDevice::open(Some(&garbage), None),
+            Err(AudioError::Wav { .. })
+        ));
+        assert!(matches!(
+            WavDevice::open(Some(&dir.join("missing.wav")), None),
+            Err(AudioError::Wav { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
