@@ -69,7 +69,7 @@ pub enum RegistrationState {
 }
 
 /// Something the phone reports.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+#[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum PhoneEvent {
     /// Registered with `server`.
     Registered {
@@ -104,6 +104,46 @@ pub enum PhoneEvent {
     Error {
         /// What happened.
         message: String,
+    },
+    /// Someone calls.
+    IncomingCall {
+        /// The call.
+        call: u64,
+        /// The caller.
+        from: String,
+    },
+    /// A call changed state: calling, ringing, connected, held or ended.
+    CallState {
+        /// The call.
+        call: u64,
+        /// The state's name.
+        state: String,
+        /// Why it ended, when it did.
+        reason: Option<String>,
+    },
+    /// A call's quality figures.
+    CallStats {
+        /// The call.
+        call: u64,
+        /// Codec in use.
+        codec: String,
+        /// Packets lost.
+        packets_lost: u64,
+        /// Loss in %.
+        loss_pct: f64,
+        /// Jitter in ms.
+        jitter_ms: f64,
+        /// Round-trip time in ms, once known.
+        rtt_ms: Option<f64>,
+        /// Estimated MOS.
+        mos: f64,
+    },
+    /// The peer pressed a key.
+    Dtmf {
+        /// The call.
+        call: u64,
+        /// The key.
+        digit: String,
     },
 }
 
@@ -310,6 +350,29 @@ impl From<locus_core::Event> for PhoneEvent {
             E::Unregistered => PhoneEvent::Unregistered,
             E::Unreachable { server, reason } => PhoneEvent::Unreachable { server, reason },
             E::Error { message } => PhoneEvent::Error { message },
+            E::IncomingCall { call, from } => PhoneEvent::IncomingCall { call, from },
+            E::CallState {
+                call,
+                state,
+                reason,
+            } => PhoneEvent::CallState {
+                call,
+                state: state.as_str().to_owned(),
+                reason,
+            },
+            E::CallStats { call, codec, stats } => PhoneEvent::CallStats {
+                call,
+                codec,
+                packets_lost: stats.packets_lost,
+                loss_pct: stats.loss_pct,
+                jitter_ms: stats.jitter_ms,
+                rtt_ms: stats.rtt_ms,
+                mos: stats.mos,
+            },
+            E::Dtmf { call, digit } => PhoneEvent::Dtmf {
+                call,
+                digit: digit.to_string(),
+            },
         }
     }
 }

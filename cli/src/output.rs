@@ -79,6 +79,28 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
             json!({"event": "unreachable", "server": server, "reason": reason})
         }
         Event::Error { message } => json!({"event": "error", "message": message}),
+        Event::IncomingCall { call, from } => {
+            json!({"event": "incoming_call", "call": call, "from": from, "location": null})
+        }
+        Event::CallState {
+            call,
+            state,
+            reason,
+        } => {
+            let mut v = json!({"event": "call_state", "call": call, "state": state.as_str()});
+            if let (Some(reason), Value::Object(m)) = (reason, &mut v) {
+                m.insert("reason".into(), json!(reason));
+            }
+            v
+        }
+        Event::CallStats { call, codec, stats } => json!({
+            "event": "call_stats", "call": call, "codec": codec,
+            "packets_lost": stats.packets_lost, "loss_pct": round2(stats.loss_pct),
+            "jitter_ms": round2(stats.jitter_ms), "rtt_ms": stats.rtt_ms.map(round2), "mos": round2(stats.mos),
+        }),
+        Event::Dtmf { call, digit } => {
+            json!({"event": "dtmf", "call": call, "digit": digit.to_string()})
+        }
     };
     match value {
         Value::Object(m) => m,
@@ -105,7 +127,31 @@ fn event_text(event: &Event) -> String {
         Event::Unregistered => "unregistered".into(),
         Event::Unreachable { server, reason } => format!("{server} unreachable: {reason}"),
         Event::Error { message } => format!("error: {message}"),
+        Event::IncomingCall { call, from } => format!("call {call}: incoming from {from}"),
+        Event::CallState {
+            call,
+            state,
+            reason,
+        } => match reason {
+            Some(r) => format!("call {call}: {} ({r})", state.as_str()),
+            None => format!("call {call}: {}", state.as_str()),
+        },
+        Event::CallStats { call, codec, stats } => format!(
+            "call {call}: {codec}, {} lost ({:.1} %), jitter {:.1} ms, rtt {}, MOS {:.2}",
+            stats.packets_lost,
+            stats.loss_pct,
+            stats.jitter_ms,
+            stats
+                .rtt_ms
+                .map_or_else(|| "?".to_owned(), |r| format!("{r:.0} ms")),
+            stats.mos
+        ),
+        Event::Dtmf { call, digit } => format!("call {call}: DTMF {digit}"),
     }
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
 }
 
 #[cfg(test)]

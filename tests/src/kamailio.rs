@@ -445,6 +445,28 @@ request_route {{
     if (!sanity_check("17895", "7")) {{
         exit;
     }}
+    if (is_method("CANCEL")) {{
+        if (t_check_trans()) {{
+            t_relay();
+        }}
+        exit;
+    }}
+    if (has_totag()) {{
+        # In-dialog: follow the Route we record-routed.
+        if (loose_route()) {{
+            t_relay();
+            exit;
+        }}
+        if (is_method("ACK")) {{
+            if (t_check_trans()) {{
+                t_relay();
+            }}
+            exit;
+        }}
+        sl_send_reply("404", "Not Here");
+        exit;
+    }}
+    t_check_trans();
     if (is_method("REGISTER")) {{
         if (!auth_check("$fd", "subscriber", "1")) {{
             auth_challenge("$fd", "1");
@@ -460,7 +482,20 @@ request_route {{
         sl_send_reply("200", "Alive");
         exit;
     }}
-    sl_send_reply("404", "Not Found");
+    if (is_method("INVITE")) {{
+        # Only our subscribers place calls (407 Proxy-Authenticate).
+        if (!auth_check("$fd", "subscriber", "1")) {{
+            auth_challenge("$fd", "1");
+            exit;
+        }}
+        consume_credentials();
+        record_route();
+    }}
+    if (!lookup("location")) {{
+        sl_send_reply("404", "Not Found");
+        exit;
+    }}
+    t_relay();
 }}
 "#,
         ctl = dir.join("kamailio_ctl").display(),

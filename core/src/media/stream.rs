@@ -214,18 +214,29 @@ impl MediaStream {
             .map_err(|e| CodecError::Opus(format!("RTP: {e}")))
     }
 
-    /// A datagram arrived on the stream's port.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    /// The RTP timestamp the next frame will carry.
+    pub fn rtp_timestamp(&self) -> u32 {
+        self.timestamp
+    }
+
+    /// A datagram arrived on the stream's port; returns the accepted
+    /// packet's (SSRC, sequence, timestamp) for RTCP statistics.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        bytes: &[u8],
+    ) -> Option<(u32, u16, u32)> {
         if from != self.remote {
             self.stats.foreign += 1;
-            return;
+            return None;
         }
         let mut buf = bytes;
         let packet = match RtpPacket::unmarshal(&mut buf) {
             Ok(p) if p.header.version == 2 => p,
             _ => {
                 self.stats.malformed += 1;
-                return;
+                return None;
             }
         };
         let is_event = self
@@ -234,8 +245,13 @@ impl MediaStream {
             .is_some_and(|(pt, _)| *pt == packet.header.payload_type);
         if packet.header.payload_type != self.payload_type && !is_event {
             self.stats.unexpected_payload_type += 1;
-            return;
+            return None;
         }
+        let info = (
+            packet.header.ssrc,
+            packet.header.sequence_number,
+            packet.header.timestamp,
+        );
         self.stats.received += 1;
         self.last_received = now;
         if std::mem::take(&mut self.silent) {
@@ -263,6 +279,7 @@ impl MediaStream {
                 payload,
             },
         );
+        Some(info)
     }
 
     /// The next 20 ms of audio to play; call once per frame period.

@@ -10,15 +10,20 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::media::sdp::{self, Codec, Direction, LocalMedia};
+use crate::sip::call::{Body, CallEvent};
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
 use crate::sip::framing::Frame;
 use crate::sip::message;
 use crate::sip::registration::RegistrationEvent;
+use crate::sip::uri::Uri;
 use crate::sip::{Transmit, Transport};
 
+use super::call_media::{self, CallAudio, MediaCommand, MediaHandle, RtpSockets};
 use super::connection::{spawn_accepted, spawn_outgoing, ConnectionHandle, Inbound, TlsSetup};
-use super::event::Event;
+use super::event::{CallId, CallState, Event};
 use super::server::ServerTarget;
+use super::PhoneError;
 
 /// How long shutting down waits for the unregistration to be answered.
 const UNREGISTER_GRACE: Duration = Duration::from_secs(5);
@@ -29,6 +34,41 @@ pub(crate) enum Command {
     Register,
     Unregister,
     Shutdown(oneshot::Sender<()>),
+    Call {
+        target: Uri,
+        audio: CallAudio,
+        reply: oneshot::Sender<Result<CallId, PhoneError>>,
+    },
+    Answer {
+        call: CallId,
+        audio: CallAudio,
+    },
+    Reject {
+        call: CallId,
+        status: u16,
+    },
+    Hangup {
+        call: CallId,
+    },
+    Dtmf {
+        call: CallId,
+        digits: String,
+    },
+}
+
+/// Codecs we offer and accept, in order of preference.
+const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+/// The media side of one call, as the driver tracks it.
+#[derive(Debug, Default)]
+struct CallSlot {
+    audio: CallAudio,
+    /// Bound before our offer or answer names them.
+    sockets: Option<RtpSockets>,
+    local: Option<LocalMedia>,
+    /// The caller's offer, until we answer.
+    offer: Option<String>,
+    media: Option<MediaHandle>,
 }
 
 /// Sockets bound before the driver starts, so binding errors reach the caller.
@@ -50,6 +90,9 @@ pub(crate) struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<Event>,
     shutdown: Option<(oneshot::Sender<()>, Instant)>,
+    /// Our address, for media.
+    media_ip: std::net::IpAddr,
+    calls: HashMap<CallId, CallSlot>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -68,6 +111,7 @@ impl Driver {
         tls: Option<TlsSetup>,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
+        media_ip: std::net::IpAddr,
     ) -> Driver {
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         Driver {
@@ -82,6 +126,8 @@ impl Driver {
             commands,
             events,
             shutdown: None,
+            media_ip,
+            calls: HashMap::new(),
         }
     }
 
@@ -144,6 +190,26 @@ impl Driver {
             Some(Command::Register) => self.endpoint.register(now()),
             Some(Command::Unregister) => self.endpoint.unregister(now()),
             Some(Command::Shutdown(done)) => self.begin_shutdown(done),
+            Some(Command::Call {
+                target,
+                audio,
+                reply,
+            }) => {
+                let _ = reply.send(self.place_call(target, audio));
+            }
+            Some(Command::Answer { call, audio }) => self.answer(call, audio),
+            Some(Command::Reject { call, status }) => self.endpoint.reject(now(), call, status),
+            Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
+            Some(Command::Dtmf { call, digits }) => {
+                match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
+                    Some(media) => {
+                        let _ = media.commands.send(MediaCommand::Dtmf(digits));
+                    }
+                    None => self.emit(Event::Error {
+                        message: format!("call {call} has no media to send DTMF on"),
+                    }),
+                }
+            }
             // Every facade handle is gone: nobody can listen any more.
             None => {
                 let (done, _) = oneshot::channel();
@@ -152,8 +218,192 @@ impl Driver {
         }
     }
 
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// RTP sockets and the media description naming them.
+    fn prepare_media(&self) -> Result<(RtpSockets, LocalMedia), PhoneError> {
+        let sockets = RtpSockets::bind(self.media_ip)?;
+        let local = LocalMedia {
+            rtp: sockets.rtp_addr()?,
+            codecs: CODECS.to_vec(),
+            direction: Direction::SendRecv,
+            ptime: 20,
+            session_id: rand::random::<u32>().into(),
+            session_version: 1,
+        };
+        Ok((sockets, local))
+    }
+
+    fn place_call(&mut self, target: Uri, audio: CallAudio) -> Result<CallId, PhoneError> {
+        let (sockets, local) = self.prepare_media()?;
+        let offer = sdp::offer(&local);
+        let call = self
+            .endpoint
+            .place_call(now(), target, Some(Body::sdp(offer)));
+        let slot = CallSlot {
+            audio,
+            sockets: Some(sockets),
+            local: Some(local),
+            ..Default::default()
+        };
+        self.calls.insert(call, slot);
+        self.emit(Event::CallState {
+            call,
+            state: CallState::Calling,
+            reason: None,
+        });
+        Ok(call)
+    }
+
+    fn incoming_call(&mut self, call: CallId, from: &str, offer: Option<Body>) {
+        match offer {
+            Some(body) => {
+                let offer = String::from_utf8_lossy(&body.bytes).into_owned();
+                self.calls.insert(
+                    call,
+                    CallSlot {
+                        offer: Some(offer),
+                        ..Default::default()
+                    },
+                );
+                self.emit(Event::IncomingCall {
+                    call,
+                    from: from.to_owned(),
+                });
+            }
+            // An INVITE without an offer needs our offer in the 200 and the
+            // answer in the ACK; not supported yet.
+            None => self.endpoint.reject(now(), call, 488),
+        }
+    }
+
+    fn answer(&mut self, call: CallId, audio: CallAudio) {
+        let Some(offer) = self.calls.get_mut(&call).and_then(|c| c.offer.take()) else {
+            return self.emit(Event::Error {
+                message: format!("call {call} is not waiting to be answered"),
+            });
+        };
+        let answered = self.prepare_media().and_then(|(sockets, local)| {
+            Ok((
+                sdp::answer(&offer, &local).map_err(|e| PhoneError::Media(e.to_string()))?,
+                sockets,
+                local,
+            ))
+        });
+        match answered {
+            Ok(((text, negotiated), sockets, local)) => {
+                self.endpoint.answer(now(), call, Some(Body::sdp(text)));
+                let media =
+                    call_media::spawn(call, negotiated, sockets, audio, self.events.clone());
+                if let Some(slot) = self.calls.get_mut(&call) {
+                    slot.local = Some(local);
+                    slot.media = Some(media);
+                }
+            }
+            Err(e) => {
+                // No codec in common, or an offer we cannot use: 488.
+                self.endpoint.reject(now(), call, 488);
+                self.emit(Event::Error {
+                    message: format!("call {call}: {e}"),
+                });
+            }
+        }
+    }
+
+    /// Turns a call's protocol event into media actions and public events.
+    fn call_event(&mut self, call: CallId, event: CallEvent) {
+        match event {
+            CallEvent::Ringing { .. } => self.emit(Event::CallState {
+                call,
+                state: CallState::Ringing,
+                reason: None,
+            }),
+            CallEvent::Connected { body } => {
+                if let Err(why) = self.start_caller_media(call, body) {
+                    self.endpoint.hangup(now(), call);
+                    return self.emit(Event::Error {
+                        message: format!("call {call}: {why}"),
+                    });
+                }
+                self.emit(Event::CallState {
+                    call,
+                    state: CallState::Connected,
+                    reason: None,
+                });
+            }
+            CallEvent::Updated { body } => self.remote_update(call, body),
+            CallEvent::UpdateAccepted { .. } => {}
+            CallEvent::Ended { reason } => {
+                if let Some(media) = self.calls.remove(&call).and_then(|c| c.media) {
+                    media.stop();
+                }
+                self.emit(Event::CallState {
+                    call,
+                    state: CallState::Ended,
+                    reason: Some(end_reason(&reason)),
+                });
+            }
+        }
+    }
+
+    /// When we placed the call, its 2xx carries the answer to our offer;
+    /// when we answered, the media already runs.
+    fn start_caller_media(&mut self, call: CallId, answer: Option<Body>) -> Result<(), String> {
+        let slot = self.calls.entry(call).or_default();
+        if slot.media.is_some() {
+            return Ok(());
+        }
+        let local = slot.local.as_ref().ok_or("no local media")?;
+        let answer = answer.ok_or("the answer has no session description")?;
+        let negotiated = sdp::accept_answer(&String::from_utf8_lossy(&answer.bytes), local)
+            .map_err(|e| e.to_string())?;
+        let sockets = slot.sockets.take().ok_or("no RTP socket")?;
+        slot.media = Some(call_media::spawn(
+            call,
+            negotiated,
+            sockets,
+            slot.audio.clone(),
+            self.events.clone(),
+        ));
+        Ok(())
+    }
+
+    /// The peer sent a re-INVITE (hold or resume): answer it and follow.
+    fn remote_update(&mut self, call: CallId, offer: Option<Body>) {
+        let local = self.calls.get(&call).and_then(|c| c.local.clone());
+        let answered = local
+            .zip(offer)
+            .map(|(local, b)| sdp::answer(&String::from_utf8_lossy(&b.bytes), &local));
+        let Some(Ok((text, negotiated))) = answered else {
+            return self.endpoint.accept_update(now(), call, None);
+        };
+        self.endpoint
+            .accept_update(now(), call, Some(Body::sdp(text)));
+        if let Some(media) = self.calls.get(&call).and_then(|c| c.media.as_ref()) {
+            let _ = media
+                .commands
+                .send(MediaCommand::Direction(negotiated.direction));
+        }
+        let state = if negotiated.direction == Direction::SendRecv {
+            CallState::Connected
+        } else {
+            CallState::Held
+        };
+        self.emit(Event::CallState {
+            call,
+            state,
+            reason: None,
+        });
+    }
+
     fn begin_shutdown(&mut self, done: oneshot::Sender<()>) {
         if self.shutdown.is_none() {
+            let calls: Vec<CallId> = self.calls.keys().copied().collect();
+            for call in calls {
+                self.endpoint.hangup(now(), call);
+            }
             if self.endpoint.is_registered() {
                 self.endpoint.unregister(now());
             }
@@ -217,11 +467,16 @@ impl Driver {
             let Some(ev) = self.endpoint.poll_event() else {
                 break;
             };
-            if let EndpointEvent::IncomingCall { call, .. } = ev {
-                // The phone has no media engine yet, so it cannot take a
-                // call: refuse honestly rather than ring forever.
-                self.endpoint.reject(now(), call, 480);
-                continue;
+            match ev {
+                EndpointEvent::IncomingCall { call, from, offer } => {
+                    self.incoming_call(call, &from.uri.to_string(), offer);
+                    continue;
+                }
+                EndpointEvent::Call { call, event } => {
+                    self.call_event(call, event);
+                    continue;
+                }
+                _ => {}
             }
             if let Some(ev) = self.public_event(ev) {
                 let _ = self.events.send(ev);
@@ -302,6 +557,24 @@ impl Driver {
             | EndpointEvent::IncomingCall { .. }
             | EndpointEvent::Call { .. } => return None,
         })
+    }
+}
+
+/// The CLI's words for why a call ended.
+fn end_reason(reason: &crate::sip::call::EndReason) -> String {
+    use crate::sip::call::EndReason as R;
+    match reason {
+        R::LocalHangup => "local hangup".into(),
+        R::RemoteHangup => "remote hangup".into(),
+        R::Cancelled => "cancelled".into(),
+        R::RemoteCancelled => "cancelled by caller".into(),
+        R::Busy => "busy".into(),
+        R::Declined => "declined".into(),
+        R::Rejected(status) => format!("rejected ({status})"),
+        R::Timeout => "timeout".into(),
+        R::NoAck => "no ACK".into(),
+        R::Unreachable(why) => format!("unreachable: {why}"),
+        R::DialogGone => "dialog gone".into(),
     }
 }
 

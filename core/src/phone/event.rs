@@ -1,7 +1,39 @@
 //! What a phone reports: the public event stream.
 
+use crate::media::rtcp_report::CallStats;
 use crate::sip::registration::FailureReason;
 use crate::sip::Transport;
+
+/// Identifies a call of a phone.
+pub type CallId = u64;
+
+/// Where a call stands (the CLI's `call_state` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallState {
+    /// We are calling; no answer yet.
+    Calling,
+    /// The callee is alerting.
+    Ringing,
+    /// Talking.
+    Connected,
+    /// On hold (either side).
+    Held,
+    /// Over.
+    Ended,
+}
+
+impl CallState {
+    /// The name used in events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallState::Calling => "calling",
+            CallState::Ringing => "ringing",
+            CallState::Connected => "connected",
+            CallState::Held => "held",
+            CallState::Ended => "ended",
+        }
+    }
+}
 
 /// Where the registration stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +49,7 @@ pub enum RegistrationState {
 }
 
 /// A state change of the phone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// Registered with `server`.
     Registered {
@@ -53,6 +85,38 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// Someone calls: answer, reject or hang up with its id.
+    IncomingCall {
+        /// The call.
+        call: CallId,
+        /// The caller's address.
+        from: String,
+    },
+    /// A call changed state.
+    CallState {
+        /// The call.
+        call: CallId,
+        /// Its new state.
+        state: CallState,
+        /// Why it ended, when it did.
+        reason: Option<String>,
+    },
+    /// A call's quality figures (every few seconds, and at its end).
+    CallStats {
+        /// The call.
+        call: CallId,
+        /// The codec in use.
+        codec: String,
+        /// Loss, jitter, round-trip time, MOS.
+        stats: CallStats,
+    },
+    /// The peer pressed a key (RFC 4733).
+    Dtmf {
+        /// The call.
+        call: CallId,
+        /// The key.
+        digit: char,
+    },
 }
 
 impl Event {
@@ -68,7 +132,11 @@ impl Event {
                 will_retry: false, ..
             } => Some(RegistrationState::Failed),
             Event::Unregistered => Some(RegistrationState::Unregistered),
-            Event::Error { .. } => None,
+            Event::Error { .. }
+            | Event::IncomingCall { .. }
+            | Event::CallState { .. }
+            | Event::CallStats { .. }
+            | Event::Dtmf { .. } => None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! (state out), over one tokio driver task that owns sockets and timers and
 //! feeds the sans-IO [`crate::sip::Endpoint`].
 
+mod call_media;
 mod config;
 mod connection;
 mod driver;
@@ -25,8 +26,9 @@ use crate::sip::uri::{Host, Uri};
 use crate::sip::Transport;
 
 pub use crate::sip::registration::FailureReason;
+pub use call_media::CallAudio;
 pub use config::{AccountConfig, DEFAULT_EXPIRES};
-pub use event::{Event, RegistrationState};
+pub use event::{CallId, CallState, Event, RegistrationState};
 pub use server::ServerTarget;
 
 use connection::TlsSetup;
@@ -58,6 +60,12 @@ pub enum PhoneError {
     /// The phone has shut down.
     #[error("the phone has stopped")]
     Stopped,
+    /// A call's target is not a SIP address or user name.
+    #[error("bad call target {0:?}")]
+    InvalidTarget(String),
+    /// Session descriptions could not be agreed on.
+    #[error("media: {0}")]
+    Media(String),
 }
 
 /// The stream of [`Event`]s from a running phone.
@@ -78,6 +86,7 @@ pub struct Phone {
     task: JoinHandle<()>,
     server: ServerTarget,
     local: SocketAddr,
+    domain: Host,
 }
 
 impl Phone {
@@ -91,6 +100,7 @@ impl Phone {
         }
         let aor_host = Host::parse(&config.domain)
             .map_err(|e| PhoneError::InvalidConfig(format!("domain: {e}")))?;
+        let aor_domain = aor_host.clone();
         let server = server::resolve(&config).await?;
         let sockets = bind(config.listen, server.addr).await?;
         let bound = sockets
@@ -144,7 +154,15 @@ impl Phone {
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         tracing::info!(server = %server.label, %local, "phone started");
-        let driver = Driver::new(endpoint, server.clone(), sockets, tls, cmd_rx, ev_tx);
+        let driver = Driver::new(
+            endpoint,
+            server.clone(),
+            sockets,
+            tls,
+            cmd_rx,
+            ev_tx,
+            local.ip(),
+        );
         let task = tokio::spawn(driver.run());
         Ok((
             Phone {
@@ -152,6 +170,7 @@ impl Phone {
                 task,
                 server,
                 local,
+                domain: aor_domain,
             },
             Events(ev_rx),
         ))
@@ -178,6 +197,59 @@ impl Phone {
     pub fn unregister(&self) -> Result<(), PhoneError> {
         self.commands
             .send(Command::Unregister)
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Calls `target` (`sip:bob@example.test`, or a user name in our
+    /// domain); progress arrives as [`Event::CallState`].
+    pub async fn call(&self, target: &str, audio: CallAudio) -> Result<CallId, PhoneError> {
+        let uri = if target.contains(':') {
+            Uri::parse(target).map_err(|e| PhoneError::InvalidTarget(format!("{target}: {e}")))?
+        } else if !target.is_empty() && !target.contains(['@', ' ', '<', '>']) {
+            Uri::new(Some(target), self.domain.clone(), None)
+        } else {
+            return Err(PhoneError::InvalidTarget(target.to_owned()));
+        };
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Call {
+                target: uri,
+                audio,
+                reply,
+            })
+            .map_err(|_| PhoneError::Stopped)?;
+        answer.await.map_err(|_| PhoneError::Stopped)?
+    }
+
+    /// Answers an incoming call.
+    pub fn answer(&self, call: CallId, audio: CallAudio) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Answer { call, audio })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Refuses an incoming call: busy (486) or declined (603).
+    pub fn reject(&self, call: CallId, busy: bool) -> Result<(), PhoneError> {
+        let status = if busy { 486 } else { 603 };
+        self.commands
+            .send(Command::Reject { call, status })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Ends a call, whatever its state.
+    pub fn hangup(&self, call: CallId) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Hangup { call })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Sends DTMF digits in a connected call.
+    pub fn send_dtmf(&self, call: CallId, digits: &str) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Dtmf {
+                call,
+                digits: digits.to_owned(),
+            })
             .map_err(|_| PhoneError::Stopped)
     }
 

@@ -740,6 +740,12 @@ impl Call {
             r.headers.set("To", to_with_tag(invite, &d.id().local_tag));
         }
         if (101..300).contains(&status) {
+            // A dialog-forming response carries the Record-Route of the
+            // request (RFC 3261 §12.1.1), so the caller routes through the
+            // same proxies.
+            for rr in invite.headers.get_all("Record-Route") {
+                r.headers.push("Record-Route", rr);
+            }
             r.headers.push(
                 "Contact",
                 NameAddr::new(self.config.contact.clone()).to_string(),
@@ -895,6 +901,37 @@ mod tests {
         alice.handle_response(t0, &bye_ok);
         assert!(alice.is_ended());
         assert!(events(&mut alice).is_empty(), "Ended reported once");
+    }
+
+    #[test]
+    fn callee_responses_copy_record_route_so_the_caller_routes_back() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            Uri::parse("sip:bob@example.test").unwrap(),
+            None,
+            9,
+        );
+        let mut invite = only_request(&mut alice, &mut n);
+        invite
+            .headers
+            .push("Record-Route", "<sip:proxy.example.test;lr>");
+        let mut bob = Call::incoming(config("bob", 5080), invite, 10);
+        let ringing = responses(&mut bob).remove(0);
+        assert_eq!(
+            ringing.headers.get("Record-Route"),
+            Some("<sip:proxy.example.test;lr>")
+        );
+        bob.answer(t0, None);
+        let ok = responses(&mut bob).remove(0);
+        alice.handle_response(t0, &ok);
+        let ack = ack_of(&mut alice, &mut n);
+        assert_eq!(
+            ack.headers.get("Route"),
+            Some("<sip:proxy.example.test;lr>"),
+            "the ACK goes back through the proxy"
+        );
     }
 
     #[test]

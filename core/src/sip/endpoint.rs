@@ -467,10 +467,14 @@ impl Endpoint {
         };
         if request.method == Method::Ack {
             // A non-2xx ACK ends its INVITE transaction; a 2xx ACK is the call's.
-            if let Some(tx) = self.invite_servers.get_mut(&key(Method::Invite)) {
-                tx.handle_ack(now);
-            } else if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
-                call.handle_request(&request);
+            let absorbed = self
+                .invite_servers
+                .get_mut(&key(Method::Invite))
+                .is_some_and(|tx| tx.handle_ack(now));
+            if !absorbed {
+                if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
+                    call.handle_request(&request);
+                }
             }
             return;
         }

@@ -336,18 +336,26 @@ impl InviteServerTransaction {
         }
     }
 
-    /// The ACK for a non-2xx final arrived.
-    pub fn handle_ack(&mut self, now: Instant) {
-        if self.state == ServerState::Completed {
-            self.state = ServerState::Confirmed;
-            self.retransmit = None;
-            self.timeout_at = None;
-            let i = if self.transport.is_reliable() {
-                Duration::ZERO
-            } else {
-                self.timers.t4
-            };
-            self.end_at = Some(now + i);
+    /// An ACK matching this transaction arrived. Returns whether the
+    /// transaction absorbed it (the ACK of a non-2xx final); an ACK in the
+    /// Accepted state belongs to the user (RFC 6026 §8.7), as some proxies
+    /// forward the 2xx's ACK with the INVITE's branch.
+    pub fn handle_ack(&mut self, now: Instant) -> bool {
+        match self.state {
+            ServerState::Completed => {
+                self.state = ServerState::Confirmed;
+                self.retransmit = None;
+                self.timeout_at = None;
+                let i = if self.transport.is_reliable() {
+                    Duration::ZERO
+                } else {
+                    self.timers.t4
+                };
+                self.end_at = Some(now + i);
+                true
+            }
+            ServerState::Confirmed => true,
+            ServerState::Proceeding | ServerState::Accepted | ServerState::Terminated => false,
         }
     }
 
@@ -608,7 +616,7 @@ mod tests {
             "T1 doubling, capped at T2"
         );
         let now = t0 + Duration::from_secs(12);
-        tx.handle_ack(now);
+        assert!(tx.handle_ack(now), "absorbed");
         assert_eq!(
             tx.poll_timeout(),
             Some(now + Duration::from_secs(5)),
@@ -642,6 +650,7 @@ mod tests {
         assert_eq!(server_sent(&mut tx), [200]);
         tx.handle_retransmission();
         assert!(server_sent(&mut tx).is_empty(), "absorbed in Accepted");
+        assert!(!tx.handle_ack(t0), "an ACK in Accepted goes to the user");
         tx.respond(t0 + Duration::from_millis(500), &response(200));
         assert_eq!(
             server_sent(&mut tx),

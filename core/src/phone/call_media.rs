@@ -1,0 +1,262 @@
+//! The media of one call: a task that every 20 ms takes a frame from the
+//! audio device, resamples and sends it as RTP, and plays the next frame
+//! from the stream; it answers RTCP and reports call statistics.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::audio::resample::FrameResampler;
+use crate::audio::wav::WavDevice;
+use crate::audio::{AudioDevice, AudioIo};
+use crate::media::rtcp_report::RtcpSession;
+use crate::media::sdp::{Direction, Negotiated};
+use crate::media::stream::{MediaEvent, MediaStream};
+
+use super::event::{CallId, Event};
+use super::PhoneError;
+
+/// Where a call's audio comes from and goes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallAudio {
+    /// WAV file to send (silence when `None`).
+    pub input: Option<PathBuf>,
+    /// WAV file to record what we hear (discarded when `None`).
+    pub output: Option<PathBuf>,
+}
+
+/// An RTP socket and the RTCP socket on the port above it.
+#[derive(Debug)]
+pub(crate) struct RtpSockets {
+    pub rtp: UdpSocket,
+    pub rtcp: UdpSocket,
+}
+
+impl RtpSockets {
+    /// Binds an even/odd port pair on `ip` (RFC 3550 §11); needs a tokio
+    /// runtime.
+    pub(crate) fn bind(ip: IpAddr) -> Result<RtpSockets, PhoneError> {
+        let any = SocketAddr::new(ip, 0);
+        let to_tokio = |s: std::net::UdpSocket, addr: SocketAddr| {
+            s.set_nonblocking(true)
+                .and_then(|()| UdpSocket::from_std(s))
+                .map_err(|source| PhoneError::Bind { addr, source })
+        };
+        let mut last = None;
+        for _ in 0..32 {
+            let rtp = std::net::UdpSocket::bind(any)
+                .map_err(|source| PhoneError::Bind { addr: any, source })?;
+            let port = rtp
+                .local_addr()
+                .map_err(|source| PhoneError::Bind { addr: any, source })?
+                .port();
+            if port % 2 == 1 || port == u16::MAX {
+                continue;
+            }
+            let addr = SocketAddr::new(ip, port + 1);
+            match std::net::UdpSocket::bind(addr) {
+                Ok(rtcp) => {
+                    return Ok(RtpSockets {
+                        rtp: to_tokio(rtp, any)?,
+                        rtcp: to_tokio(rtcp, addr)?,
+                    })
+                }
+                Err(source) => last = Some(PhoneError::Bind { addr, source }),
+            }
+        }
+        Err(last.unwrap_or(PhoneError::Bind {
+            addr: any,
+            source: std::io::Error::other("no even/odd port pair free"),
+        }))
+    }
+
+    /// Where RTP is received.
+    pub(crate) fn rtp_addr(&self) -> Result<SocketAddr, PhoneError> {
+        self.rtp.local_addr().map_err(|source| PhoneError::Bind {
+            addr: SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0),
+            source,
+        })
+    }
+}
+
+/// Commands to a running media task.
+#[derive(Debug)]
+pub(crate) enum MediaCommand {
+    Dtmf(String),
+    Direction(Direction),
+}
+
+/// The driver's handle on a call's media.
+#[derive(Debug)]
+pub(crate) struct MediaHandle {
+    pub commands: mpsc::UnboundedSender<MediaCommand>,
+}
+
+impl MediaHandle {
+    /// Stops the media; its last statistics are reported.
+    pub(crate) fn stop(self) {
+        // Dropping the sender ends the task's loop.
+        drop(self.commands);
+    }
+}
+
+/// Starts the media of `call`.
+pub(crate) fn spawn(
+    call: CallId,
+    negotiated: Negotiated,
+    sockets: RtpSockets,
+    audio: CallAudio,
+    events: mpsc::UnboundedSender<Event>,
+) -> MediaHandle {
+    let (commands, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        if let Err(message) = run(call, negotiated, sockets, audio, rx, &events).await {
+            let _ = events.send(Event::Error {
+                message: format!("call {call} media: {message}"),
+            });
+        }
+    });
+    MediaHandle { commands }
+}
+
+async fn run(
+    call: CallId,
+    negotiated: Negotiated,
+    sockets: RtpSockets,
+    audio: CallAudio,
+    mut commands: mpsc::UnboundedReceiver<MediaCommand>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<(), String> {
+    let mut device = WavDevice::open(audio.input.as_deref(), audio.output.as_deref())
+        .map_err(|e| e.to_string())?;
+    let AudioIo {
+        mut capture,
+        mut playout,
+    } = device.start().map_err(|e| e.to_string())?;
+    let device_rate = device.sample_rate();
+    let codec = negotiated.codec;
+    let mut up = FrameResampler::new(device_rate, codec.clock_rate()).map_err(|e| e.to_string())?;
+    let mut down =
+        FrameResampler::new(codec.clock_rate(), device_rate).map_err(|e| e.to_string())?;
+    let start = Instant::now().into_std();
+    let (ssrc, seq, ts) = {
+        let mut rng = rand::rng();
+        (
+            rng.random::<u32>(),
+            rng.random::<u16>(),
+            rng.random::<u32>(),
+        )
+    };
+    let mut stream =
+        MediaStream::new(start, &negotiated, ssrc, seq, ts).map_err(|e| e.to_string())?;
+    let mut rtcp = RtcpSession::new(start, ssrc, codec, rand::rng().random());
+    let remote_rtcp = SocketAddr::new(
+        negotiated.remote_rtp.ip(),
+        negotiated.remote_rtp.port().saturating_add(1),
+    );
+    let mut sending = matches!(
+        negotiated.direction,
+        Direction::SendRecv | Direction::SendOnly
+    );
+    let codec_frame = stream.frame_samples();
+    let device_frame = device_rate as usize / 50;
+    let mut carry = 0.0f64;
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut rtp_buf = vec![0u8; 2048];
+    let mut rtcp_buf = vec![0u8; 2048];
+    let report = |rtcp: &RtcpSession| Event::CallStats {
+        call,
+        codec: codec.name().to_owned(),
+        stats: rtcp.stats(),
+    };
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let now = Instant::now().into_std();
+                let exact = f64::from(device_rate) / 50.0 + carry;
+                let n = exact.floor() as usize;
+                carry = exact - n as f64;
+                let mut frame = Vec::with_capacity(n);
+                while frame.len() < n {
+                    match capture.pop() {
+                        Ok(s) => frame.push(s),
+                        Err(_) => break,
+                    }
+                }
+                frame.resize(n, 0);
+                let pcm = up.process(&frame, codec_frame);
+                if sending {
+                    let timestamp = stream.rtp_timestamp();
+                    match stream.send_frame(&pcm) {
+                        Ok(packet) => {
+                            rtcp.on_rtp_sent(timestamp, packet.len());
+                            let _ = sockets.rtp.try_send_to(&packet, stream.remote());
+                        }
+                        Err(e) => tracing::warn!(error = %e, "encoding failed"),
+                    }
+                }
+                let heard = stream.play_frame(now);
+                for s in down.process(&heard, device_frame) {
+                    // A full ring means the device stalled: drop, don't block.
+                    let _ = playout.push(s);
+                }
+                while let Some(ev) = stream.poll_event() {
+                    match ev {
+                        MediaEvent::Dtmf(digit) => {
+                            let _ = events.send(Event::Dtmf { call, digit });
+                        }
+                        MediaEvent::NoMedia { silent_for } => {
+                            let _ = events.send(Event::Error { message: format!("call {call}: no media for {} s", silent_for.as_secs()) });
+                        }
+                        MediaEvent::MediaResumed => {}
+                    }
+                }
+                if let Some(packet) = rtcp.handle_timeout(now) {
+                    let _ = sockets.rtcp.try_send_to(&packet, remote_rtcp);
+                    let _ = events.send(report(&rtcp));
+                }
+            }
+            received = sockets.rtp.recv_from(&mut rtp_buf) => {
+                if let Ok((len, from)) = received {
+                    let now = Instant::now().into_std();
+                    if let Some((ssrc, seq, ts)) = stream.handle_datagram(now, from, &rtp_buf[..len]) {
+                        rtcp.on_rtp_received(now, ssrc, seq, ts);
+                    }
+                }
+            }
+            received = sockets.rtcp.recv_from(&mut rtcp_buf) => {
+                if let Ok((len, from)) = received {
+                    if from.ip() == remote_rtcp.ip() {
+                        let now = Instant::now().into_std();
+                        match rtcp.handle_rtcp(now, &rtcp_buf[..len]) {
+                            Ok(()) => {
+                                if let Some(fraction) = rtcp.remote_fraction_lost() {
+                                    let percent = u8::try_from(u32::from(fraction) * 100 / 256).unwrap_or(100);
+                                    let _ = stream.set_expected_loss(percent);
+                                }
+                            }
+                            Err(e) => tracing::debug!(error = %e, "RTCP dropped"),
+                        }
+                    }
+                }
+            }
+            command = commands.recv() => match command {
+                Some(MediaCommand::Dtmf(digits)) => {
+                    if let Err(e) = stream.send_dtmf(&digits) {
+                        let _ = events.send(Event::Error { message: format!("call {call}: {e}") });
+                    }
+                }
+                Some(MediaCommand::Direction(d)) => sending = matches!(d, Direction::SendRecv | Direction::SendOnly),
+                None => break,
+            },
+        }
+    }
+    let _ = events.send(report(&rtcp));
+    device.stop().map_err(|e| e.to_string())
+}
