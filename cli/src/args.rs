@@ -38,12 +38,73 @@ pub enum Command {
         #[arg(long = "for", value_name = "SECONDS")]
         duration: Option<f64>,
     },
+    /// Place a call; hang up after SECONDS of connected time, or when the
+    /// far end hangs up.
+    Call {
+        /// Whom to call: a SIP URI, or a user name in the account's domain.
+        target: String,
+        /// The account.
+        #[command(flatten)]
+        account: Box<AccountArgs>,
+        /// Connected time before hanging up, in seconds (default: until the
+        /// far end hangs up or Ctrl-C).
+        #[arg(long = "for", value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Audio to send.
+        #[command(flatten)]
+        audio: AudioArgs,
+        /// DTMF digits to send once connected.
+        #[arg(long, value_name = "DIGITS")]
+        dtmf: Option<String>,
+    },
+    /// Register and wait for calls.
+    Answer {
+        /// The account.
+        #[command(flatten)]
+        account: Box<AccountArgs>,
+        /// Answer every call.
+        #[arg(long)]
+        auto: bool,
+        /// How long to wait for calls, in seconds (default: until Ctrl-C).
+        #[arg(long = "for", value_name = "SECONDS")]
+        duration: Option<f64>,
+        /// Audio of the calls.
+        #[command(flatten)]
+        audio: AudioArgs,
+    },
     /// Start a local Kamailio and two phones, and show what happens.
     Demo {
         /// How long the phones stay registered, in seconds.
         #[arg(long = "for", value_name = "SECONDS", default_value = "3")]
         duration: f64,
     },
+}
+
+/// Where a call's audio comes from and goes to.
+#[derive(Debug, Default, Clone, Args)]
+pub struct AudioArgs {
+    /// WAV file to send (16-bit PCM, any rate, mono or stereo).
+    #[arg(long, value_name = "WAV")]
+    pub audio_in: Option<PathBuf>,
+    /// WAV file to record what is heard.
+    #[arg(long, value_name = "WAV")]
+    pub audio_out: Option<PathBuf>,
+}
+
+impl AudioArgs {
+    /// The phone's form; without files, silence is sent and what is heard
+    /// is dropped, with a warning (sound devices are not supported yet).
+    pub fn into_call_audio(self) -> locus_core::CallAudio {
+        if self.audio_in.is_none() && self.audio_out.is_none() {
+            tracing::warn!(
+                "no --audio-in/--audio-out: sending silence (sound devices are not supported yet)"
+            );
+        }
+        locus_core::CallAudio {
+            input: self.audio_in,
+            output: self.audio_out,
+        }
+    }
 }
 
 /// The account options every SIP command takes.

@@ -2,6 +2,7 @@
 //! shared/CLI.md for the contract this follows.
 
 mod args;
+mod call;
 mod demo;
 mod output;
 mod register;
@@ -53,6 +54,38 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Register { account, duration } => {
                 register::run(account.into_config()?, duration, &out).await
+            }
+            Command::Call {
+                target,
+                account,
+                duration,
+                audio,
+                dtmf,
+            } => {
+                call::call(
+                    account.into_config()?,
+                    &target,
+                    duration,
+                    audio.into_call_audio(),
+                    dtmf,
+                    &out,
+                )
+                .await
+            }
+            Command::Answer {
+                account,
+                auto,
+                duration,
+                audio,
+            } => {
+                call::answer(
+                    account.into_config()?,
+                    auto,
+                    duration,
+                    audio.into_call_audio(),
+                    &out,
+                )
+                .await
             }
             Command::Demo { duration } => demo::run(duration, &out).await,
         }

@@ -8,6 +8,44 @@ use tokio::time::Instant;
 use crate::output::Output;
 use crate::CliError;
 
+/// Starts a phone and waits until it is registered (printing events).
+pub async fn start_registered(
+    config: AccountConfig,
+    out: &Output,
+) -> Result<(Phone, Events), CliError> {
+    let (phone, mut events) = Phone::start(config).await?;
+    phone.register()?;
+    while let Some(ev) = events.recv().await {
+        out.event(None, &ev);
+        match ev {
+            Event::Registered { .. } => return Ok((phone, events)),
+            Event::RegistrationFailed {
+                will_retry: false,
+                message,
+                ..
+            } => {
+                phone.shutdown().await;
+                return Err(CliError::Failed(message));
+            }
+            _ => {}
+        }
+    }
+    Err(CliError::Failed("the phone stopped".into()))
+}
+
+/// A deadline `seconds` from now, or never.
+pub fn deadline(seconds: Option<f64>) -> Option<Instant> {
+    seconds.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)))
+}
+
+/// Sleeps until `deadline`, or forever without one.
+pub async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the command until `duration` passes or Ctrl-C.
 pub async fn run(
     config: AccountConfig,
@@ -16,16 +54,10 @@ pub async fn run(
 ) -> Result<(), CliError> {
     let (phone, mut events) = Phone::start(config).await?;
     phone.register()?;
-    let deadline = duration.map(|d| Instant::now() + Duration::from_secs_f64(d.max(0.0)));
+    let deadline = deadline(duration);
     let mut registered = false;
     let mut last_failure: Option<String> = None;
     loop {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
@@ -40,7 +72,7 @@ pub async fn run(
                     _ => {}
                 }
             }
-            () = until_deadline => break,
+            () = until(deadline) => break,
             _ = tokio::signal::ctrl_c() => break,
         }
     }

@@ -113,3 +113,108 @@ fn usage_errors_exit_2() {
         "no password"
     );
 }
+
+#[test]
+fn call_and_answer_as_two_processes() {
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let said = dir.path().join("said.wav");
+    let heard = dir.path().join("heard.wav");
+    locus_tests::voice::write_voice_wav(&said, 3).unwrap();
+    let server = k.server_uri(locus_core::Transport::Udp);
+    let account = |user: &str, password: &str| -> Vec<String> {
+        [
+            "--user",
+            user,
+            "--domain",
+            k.domain(),
+            "--password",
+            password,
+            "--server",
+            &server,
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
+    let state = dir.path().to_str().unwrap().to_owned();
+    let answer = Command::new(env!("CARGO_BIN_EXE_locus"))
+        .args([
+            "--json",
+            "answer",
+            "--auto",
+            "--for",
+            "8",
+            "--audio-out",
+            heard.to_str().unwrap(),
+            "--state-dir",
+            &state,
+        ])
+        .args(account("bob", "bob-secret"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bob must be registered before Alice calls.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while k.contacts("bob").unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "bob did not register");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let call = Command::new(env!("CARGO_BIN_EXE_locus"))
+        .args([
+            "--json",
+            "call",
+            "bob",
+            "--for",
+            "2",
+            "--audio-in",
+            said.to_str().unwrap(),
+            "--dtmf",
+            "42",
+            "--state-dir",
+            &state,
+        ])
+        .args(account("alice", "alice-secret"))
+        .output()
+        .unwrap();
+    assert!(
+        call.status.success(),
+        "call failed: {}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    let events = json_lines(&call);
+    let states: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "call_state")
+        .map(|e| e["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        states,
+        ["calling", "ringing", "connected", "ended"],
+        "{events:?}"
+    );
+    let stats = events
+        .iter()
+        .find(|e| e["event"] == "call_stats")
+        .expect("call_stats");
+    assert_eq!(stats["codec"], "opus");
+    assert!(stats["mos"].as_f64().unwrap() > 4.0);
+
+    let answered = answer.wait_with_output().unwrap();
+    assert!(answered.status.success());
+    let events = json_lines(&answered);
+    assert!(events
+        .iter()
+        .any(|e| e["event"] == "incoming_call"
+            && e["from"].as_str().unwrap().starts_with("sip:alice@")));
+    let digits: String = events
+        .iter()
+        .filter(|e| e["event"] == "dtmf")
+        .map(|e| e["digit"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(digits, "42", "{events:?}");
+    let reader = hound::WavReader::open(&heard).unwrap();
+    let seconds = f64::from(reader.duration()) / f64::from(reader.spec().sample_rate);
+    assert!(seconds > 1.5, "bob recorded {seconds:.1} s");
+}

@@ -28,6 +28,10 @@ pub enum HarnessError {
     /// Certificate generation failed.
     #[error("certificates: {0}")]
     Certs(#[from] rcgen::Error),
+    /// A WAV file could not be written.
+    #[error("wav: {0}")]
+    Wav(#[from] hound::Error),
 }
 
 pub mod phones;
+pub mod voice;

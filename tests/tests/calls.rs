@@ -7,37 +7,8 @@ use std::time::Duration;
 
 use locus_core::{CallAudio, CallState, Event, Events, Phone, Transport};
 use locus_tests::phones::{account, init_logging, wait_for};
+use locus_tests::voice::write_voice_wav;
 use locus_tests::{Kamailio, KamailioConfig};
-
-/// Three seconds of a voiced-speech-like signal at 16 kHz.
-fn write_voice(path: &Path) -> Vec<i16> {
-    let rate = 16_000.0;
-    let mut phase = 0.0f64;
-    let samples: Vec<i16> = (0..48_000)
-        .map(|i| {
-            let t = f64::from(i) / rate;
-            let f0 = 150.0 + 50.0 * (t * 1.3 * std::f64::consts::TAU).sin();
-            phase += f0 / rate * std::f64::consts::TAU;
-            let envelope = 0.55 + 0.45 * (t * 4.0 * std::f64::consts::TAU).sin();
-            let voiced: f64 = (1..=10)
-                .map(|h| (phase * f64::from(h)).sin() / f64::from(h))
-                .sum();
-            (6000.0 * envelope * voiced) as i16
-        })
-        .collect();
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 16_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for s in &samples {
-        w.write_sample(*s).unwrap();
-    }
-    w.finalize().unwrap();
-    samples
-}
 
 /// The best normalised cross-correlation of `probe` within `signal`:
 /// a coarse search every 8 samples, refined around the best coarse lag.
@@ -105,7 +76,7 @@ async fn bob_hears_what_alice_says() {
     let (alice, mut alice_events) = registered(&k, "alice", "alice-secret").await;
     let (bob, mut bob_events) = registered(&k, "bob", "bob-secret").await;
     let dir = tempfile::tempdir().unwrap();
-    let spoken = write_voice(&dir.path().join("alice.wav"));
+    let spoken = write_voice_wav(&dir.path().join("alice.wav"), 3).unwrap();
     let heard_path = dir.path().join("bob.wav");
 
     let call = alice
