@@ -31,6 +31,24 @@ pub struct AccountSettings {
     pub state_dir: Option<String>,
 }
 
+/// Where a call's audio comes from and goes to: WAV files for now.
+#[derive(Debug, Clone, Default, uniffi::Record)]
+pub struct CallAudioSettings {
+    /// WAV file to send (silence when absent).
+    pub input: Option<String>,
+    /// WAV file to record what is heard (dropped when absent).
+    pub output: Option<String>,
+}
+
+impl From<CallAudioSettings> for locus_core::CallAudio {
+    fn from(a: CallAudioSettings) -> Self {
+        locus_core::CallAudio {
+            input: a.input.map(PathBuf::from),
+            output: a.output.map(PathBuf::from),
+        }
+    }
+}
+
 /// A SIP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum Transport {
@@ -177,6 +195,12 @@ pub enum LocusError {
     /// The phone has shut down.
     #[error("the phone has stopped")]
     Stopped,
+    /// A call could not be placed or answered.
+    #[error("call: {message}")]
+    Call {
+        /// Detail.
+        message: String,
+    },
 }
 
 impl From<locus_core::PhoneError> for LocusError {
@@ -186,6 +210,11 @@ impl From<locus_core::PhoneError> for LocusError {
                 LocusError::InvalidSettings { message }
             }
             locus_core::PhoneError::Stopped => LocusError::Stopped,
+            e @ (locus_core::PhoneError::InvalidTarget(_) | locus_core::PhoneError::Media(_)) => {
+                LocusError::Call {
+                    message: e.to_string(),
+                }
+            }
             other => LocusError::Start {
                 message: other.to_string(),
             },
@@ -242,6 +271,33 @@ impl Phone {
     /// Removes the registration.
     pub fn unregister(&self) -> Result<(), LocusError> {
         self.with_phone(|p| p.unregister())
+    }
+
+    /// Calls `target` (a SIP URI or a user name in the account's domain);
+    /// returns the call's id. Progress arrives as call events.
+    pub async fn call(&self, target: String, audio: CallAudioSettings) -> Result<u64, LocusError> {
+        let pending = self.with_phone(|p| p.call(&target, audio.into()))?;
+        Ok(pending.id().await?)
+    }
+
+    /// Answers an incoming call.
+    pub fn answer(&self, call: u64, audio: CallAudioSettings) -> Result<(), LocusError> {
+        self.with_phone(|p| p.answer(call, audio.into()))
+    }
+
+    /// Refuses an incoming call: busy, or declined.
+    pub fn reject(&self, call: u64, busy: bool) -> Result<(), LocusError> {
+        self.with_phone(|p| p.reject(call, busy))
+    }
+
+    /// Ends a call, whatever its state.
+    pub fn hangup(&self, call: u64) -> Result<(), LocusError> {
+        self.with_phone(|p| p.hangup(call))
+    }
+
+    /// Sends DTMF digits in a connected call.
+    pub fn send_dtmf(&self, call: u64, digits: String) -> Result<(), LocusError> {
+        self.with_phone(|p| p.send_dtmf(call, &digits))
     }
 
     /// The local SIP address, `ip:port`.

@@ -17,7 +17,11 @@ pub async fn call(
     out: &Output,
 ) -> Result<(), CliError> {
     let (phone, mut events) = start_registered(config, out).await?;
-    let call = match phone.call(target, audio).await {
+    let placed = match phone.call(target, audio) {
+        Ok(pending) => pending.id().await,
+        Err(e) => Err(e),
+    };
+    let call = match placed {
         Ok(call) => call,
         Err(e) => {
             shutdown(phone, &mut events, None, out).await;

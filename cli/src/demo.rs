@@ -101,7 +101,8 @@ async fn call(
                 input: Some(said),
                 output: None,
             },
-        )
+        )?
+        .id()
         .await?;
     let mut connected = false;
     let deadline = tokio::time::Instant::now() + REGISTER_LIMIT;

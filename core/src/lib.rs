@@ -10,7 +10,7 @@ pub mod phone;
 pub mod sip;
 
 pub use phone::{
-    AccountConfig, CallAudio, CallId, CallState, Event, Events, FailureReason, Phone, PhoneError,
-    RegistrationState, ServerTarget,
+    AccountConfig, CallAudio, CallId, CallState, Event, Events, FailureReason, PendingCall, Phone,
+    PhoneError, RegistrationState, ServerTarget,
 };
 pub use sip::Transport;

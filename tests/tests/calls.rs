@@ -87,6 +87,8 @@ async fn bob_hears_what_alice_says() {
                 output: None,
             },
         )
+        .unwrap()
+        .id()
         .await
         .unwrap();
     let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
@@ -172,6 +174,8 @@ async fn busy_callee_ends_the_call_for_the_caller() {
     let (bob, mut bob_events) = registered(&k, "bob", "bob-secret").await;
     alice
         .call("sip:bob@example.test", CallAudio::default())
+        .unwrap()
+        .id()
         .await
         .unwrap();
     let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
@@ -197,10 +201,10 @@ async fn busy_callee_ends_the_call_for_the_caller() {
         matches!(&ended, Event::CallState { reason: Some(r), .. } if r == "busy"),
         "{ended:?}"
     );
-    assert!(alice
-        .call("not a target", CallAudio::default())
-        .await
-        .is_err());
+    assert!(matches!(
+        alice.call("not a target", CallAudio::default()),
+        Err(locus_core::PhoneError::InvalidTarget(_))
+    ));
     alice.shutdown().await;
     bob.shutdown().await;
 }

@@ -72,7 +72,9 @@ fn kotlin_phone_registers_through_rust_with_kamailio() {
         .env("LOCUS_TEST_SERVER", k.server_uri(Transport::Tcp))
         .env("LOCUS_TEST_DOMAIN", k.domain())
         .env("LOCUS_TEST_USER", "alice")
-        .env("LOCUS_TEST_PASSWORD", "alice-secret"));
+        .env("LOCUS_TEST_PASSWORD", "alice-secret")
+        .env("LOCUS_TEST_PEER_USER", "bob")
+        .env("LOCUS_TEST_PEER_PASSWORD", "bob-secret"));
     assert!(
         k.contacts("alice").unwrap().is_empty(),
         "the Kotlin test unregistered"

@@ -79,6 +79,17 @@ impl Events {
     }
 }
 
+/// A call being placed; its id comes once the phone has sent the INVITE.
+#[derive(Debug)]
+pub struct PendingCall(oneshot::Receiver<Result<CallId, PhoneError>>);
+
+impl PendingCall {
+    /// The call's id, or why it could not be placed.
+    pub async fn id(self) -> Result<CallId, PhoneError> {
+        self.0.await.map_err(|_| PhoneError::Stopped)?
+    }
+}
+
 /// A running phone. Dropping it shuts the phone down in the background.
 #[derive(Debug)]
 pub struct Phone {
@@ -201,8 +212,9 @@ impl Phone {
     }
 
     /// Calls `target` (`sip:bob@example.test`, or a user name in our
-    /// domain); progress arrives as [`Event::CallState`].
-    pub async fn call(&self, target: &str, audio: CallAudio) -> Result<CallId, PhoneError> {
+    /// domain); await [`PendingCall::id`] for the call's id. Progress
+    /// arrives as [`Event::CallState`].
+    pub fn call(&self, target: &str, audio: CallAudio) -> Result<PendingCall, PhoneError> {
         let uri = if target.contains(':') {
             Uri::parse(target).map_err(|e| PhoneError::InvalidTarget(format!("{target}: {e}")))?
         } else if !target.is_empty() && !target.contains(['@', ' ', '<', '>']) {
@@ -218,7 +230,7 @@ impl Phone {
                 reply,
             })
             .map_err(|_| PhoneError::Stopped)?;
-        answer.await.map_err(|_| PhoneError::Stopped)?
+        Ok(PendingCall(answer))
     }
 
     /// Answers an incoming call.

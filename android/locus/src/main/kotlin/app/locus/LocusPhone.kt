@@ -1,6 +1,7 @@
 package app.locus
 
 import app.locus.ffi.AccountSettings
+import app.locus.ffi.CallAudioSettings
 import app.locus.ffi.Phone
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.PhoneListener
@@ -12,6 +13,7 @@ import kotlinx.coroutines.flow.SharedFlow
 import kotlinx.coroutines.flow.StateFlow
 import kotlinx.coroutines.flow.asSharedFlow
 import kotlinx.coroutines.flow.asStateFlow
+import kotlinx.coroutines.flow.update
 
 /**
  * The phone as Kotlin code wants it: registration state as a [StateFlow],
@@ -28,6 +30,9 @@ class LocusPhone private constructor(
     /** Every event, with the most recent ones replayed to new collectors. */
     val events: SharedFlow<PhoneEvent> = listener.events.asSharedFlow()
 
+    /** Each call's state by id: incoming, calling, ringing, connected, held, ended. */
+    val calls: StateFlow<Map<ULong, String>> = listener.calls.asStateFlow()
+
     /** The local SIP address, `ip:port`. */
     val localAddress: String get() = phone.localAddress()
 
@@ -36,6 +41,23 @@ class LocusPhone private constructor(
 
     /** Removes the registration. */
     fun unregister() = phone.unregister()
+
+    /** Calls [target] (a SIP URI or a user name); returns the call's id. */
+    suspend fun call(target: String, audioIn: String? = null, audioOut: String? = null): ULong =
+        phone.call(target, CallAudioSettings(audioIn, audioOut))
+
+    /** Answers an incoming call. */
+    fun answer(call: ULong, audioIn: String? = null, audioOut: String? = null) =
+        phone.answer(call, CallAudioSettings(audioIn, audioOut))
+
+    /** Refuses an incoming call, as busy or as declined. */
+    fun reject(call: ULong, busy: Boolean = true) = phone.reject(call, busy)
+
+    /** Ends a call, whatever its state. */
+    fun hangUp(call: ULong) = phone.hangup(call)
+
+    /** Sends DTMF digits in a connected call. */
+    fun sendDtmf(call: ULong, digits: String) = phone.sendDtmf(call, digits)
 
     /** Unregisters (waiting a few seconds at most) and stops the phone. */
     suspend fun shutdown() = phone.shutdown()
@@ -52,7 +74,14 @@ class LocusPhone private constructor(
             onBufferOverflow = BufferOverflow.DROP_OLDEST,
         )
 
+        val calls = MutableStateFlow<Map<ULong, String>>(emptyMap())
+
         override fun onEvent(event: PhoneEvent) {
+            when (event) {
+                is PhoneEvent.IncomingCall -> calls.update { it + (event.call to "incoming") }
+                is PhoneEvent.CallState -> calls.update { it + (event.call to event.state) }
+                else -> {}
+            }
             events.tryEmit(event)
         }
 

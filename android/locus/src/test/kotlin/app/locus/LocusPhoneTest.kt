@@ -6,6 +6,7 @@ import app.locus.ffi.LocusException
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.RegistrationState
 import kotlinx.coroutines.flow.first
+import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.Test
@@ -21,8 +22,11 @@ class LocusPhoneTest {
     private fun env(name: String): String =
         requireNotNull(System.getenv(name)) { "$name is not set: run this through `cargo test -p locus-tests --test kotlin`" }
 
-    private fun settings(password: String = env("LOCUS_TEST_PASSWORD")) = AccountSettings(
-        user = env("LOCUS_TEST_USER"),
+    private fun settings(
+        password: String = env("LOCUS_TEST_PASSWORD"),
+        user: String = env("LOCUS_TEST_USER"),
+    ) = AccountSettings(
+        user = user,
         domain = env("LOCUS_TEST_DOMAIN"),
         password = password,
         server = env("LOCUS_TEST_SERVER"),
@@ -55,6 +59,33 @@ class LocusPhoneTest {
             assertEquals(FailureReason.AUTH, failed.reason)
             assertEquals(401.toUShort(), failed.status)
             phone.shutdown()
+        }
+    }
+
+    @Test
+    fun `two phones call each other through Kamailio`() = runBlocking {
+        val peer = env("LOCUS_TEST_PEER_USER")
+        LocusPhone.start(settings()).use { alice ->
+            LocusPhone.start(settings(user = peer, password = env("LOCUS_TEST_PEER_PASSWORD"))).use { bob ->
+                alice.register()
+                bob.register()
+                withTimeout(10.seconds) {
+                    alice.registration.first { it == RegistrationState.REGISTERED }
+                    bob.registration.first { it == RegistrationState.REGISTERED }
+                }
+                val answering = launch {
+                    val incoming = bob.events.first { it is PhoneEvent.IncomingCall } as PhoneEvent.IncomingCall
+                    bob.answer(incoming.call)
+                }
+                val call = alice.call(peer)
+                withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
+                answering.join()
+                alice.hangUp(call)
+                withTimeout(10.seconds) { alice.calls.first { it[call] == "ended" } }
+                withTimeout(10.seconds) { bob.calls.first { states -> states.values.any { it == "ended" } } }
+                alice.shutdown()
+                bob.shutdown()
+            }
         }
     }
 
