@@ -797,6 +797,16 @@ mod tests {
         }
     }
 
+    /// Alice calling Bob without an offer.
+    fn dial(seed: u64) -> Call {
+        Call::outgoing(
+            config("alice", 5070),
+            Uri::parse("sip:bob@example.test").unwrap(),
+            None,
+            seed,
+        )
+    }
+
     /// What a transaction layer would do to a request: add a Via.
     fn with_via(mut r: Request, n: &mut u32) -> Request {
         *n += 1;
@@ -907,12 +917,7 @@ mod tests {
     fn callee_responses_copy_record_route_so_the_caller_routes_back() {
         let t0 = Instant::now();
         let mut n = 0;
-        let mut alice = Call::outgoing(
-            config("alice", 5070),
-            Uri::parse("sip:bob@example.test").unwrap(),
-            None,
-            9,
-        );
+        let mut alice = dial(9);
         let mut invite = only_request(&mut alice, &mut n);
         invite
             .headers
@@ -983,12 +988,7 @@ mod tests {
     fn cancel_waits_for_a_provisional_then_ends_on_487() {
         let t0 = Instant::now();
         let mut n = 0;
-        let mut alice = Call::outgoing(
-            config("alice", 5070),
-            Uri::parse("sip:bob@example.test").unwrap(),
-            None,
-            3,
-        );
+        let mut alice = dial(3);
         let invite = only_request(&mut alice, &mut n);
         alice.hangup(t0);
         assert!(
@@ -1098,12 +1098,7 @@ mod tests {
     fn invite_challenge_is_answered_once() {
         let t0 = Instant::now();
         let mut n = 0;
-        let mut alice = Call::outgoing(
-            config("alice", 5070),
-            Uri::parse("sip:bob@example.test").unwrap(),
-            None,
-            4,
-        );
+        let mut alice = dial(4);
         let invite = only_request(&mut alice, &mut n);
         let mut challenge = invite.response(407, "Proxy Authentication Required");
         challenge.headers.set("To", "<sip:bob@example.test>;tag=p");
