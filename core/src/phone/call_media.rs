@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -18,6 +17,7 @@ use crate::media::rtcp_report::RtcpSession;
 use crate::media::sdp::{Direction, Negotiated};
 use crate::media::stream::{MediaEvent, MediaStream};
 
+use super::datagram::DatagramSocket;
 use super::event::{CallId, Event};
 use super::PhoneError;
 
@@ -33,8 +33,8 @@ pub struct CallAudio {
 /// An RTP socket and the RTCP socket on the port above it.
 #[derive(Debug)]
 pub(crate) struct RtpSockets {
-    pub rtp: UdpSocket,
-    pub rtcp: UdpSocket,
+    pub rtp: DatagramSocket,
+    pub rtcp: DatagramSocket,
 }
 
 impl RtpSockets {
@@ -43,9 +43,7 @@ impl RtpSockets {
     pub(crate) fn bind(ip: IpAddr) -> Result<RtpSockets, PhoneError> {
         let any = SocketAddr::new(ip, 0);
         let to_tokio = |s: std::net::UdpSocket, addr: SocketAddr| {
-            s.set_nonblocking(true)
-                .and_then(|()| UdpSocket::from_std(s))
-                .map_err(|source| PhoneError::Bind { addr, source })
+            DatagramSocket::from_std(s).map_err(|source| PhoneError::Bind { addr, source })
         };
         let mut last = None;
         for _ in 0..32 {
@@ -196,7 +194,7 @@ async fn run(
                     match stream.send_frame(&pcm) {
                         Ok(packet) => {
                             rtcp.on_rtp_sent(timestamp, packet.len());
-                            let _ = sockets.rtp.try_send_to(&packet, stream.remote());
+                            let _ = sockets.rtp.send_to(&packet, stream.remote());
                         }
                         Err(e) => tracing::warn!(error = %e, "encoding failed"),
                     }
@@ -218,7 +216,7 @@ async fn run(
                     }
                 }
                 if let Some(packet) = rtcp.handle_timeout(now) {
-                    let _ = sockets.rtcp.try_send_to(&packet, remote_rtcp);
+                    let _ = sockets.rtcp.send_to(&packet, remote_rtcp);
                     let _ = events.send(report(&rtcp));
                 }
             }

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -21,6 +21,7 @@ use crate::sip::{Transmit, Transport};
 
 use super::call_media::{self, CallAudio, MediaCommand, MediaHandle, RtpSockets};
 use super::connection::{spawn_accepted, spawn_outgoing, ConnectionHandle, Inbound, TlsSetup};
+use super::datagram::DatagramSocket;
 use super::event::{CallId, CallState, Event};
 use super::server::ServerTarget;
 use super::PhoneError;
@@ -74,7 +75,7 @@ struct CallSlot {
 /// Sockets bound before the driver starts, so binding errors reach the caller.
 #[derive(Debug)]
 pub(crate) struct Sockets {
-    pub udp: UdpSocket,
+    pub udp: DatagramSocket,
     pub tcp: TcpListener,
 }
 
@@ -488,7 +489,7 @@ impl Driver {
         tracing::trace!(dest = %t.destination, transport = %t.transport, "sending\n{}", message::loggable(&t.payload));
         match t.transport {
             Transport::Udp => {
-                if let Err(e) = self.sockets.udp.try_send_to(&t.payload, t.destination) {
+                if let Err(e) = self.sockets.udp.send_to(&t.payload, t.destination) {
                     // A full socket buffer drops the datagram like the network
                     // would; the transaction retransmits.
                     tracing::warn!(dest = %t.destination, error = %e, "UDP send failed");

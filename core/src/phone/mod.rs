@@ -5,6 +5,7 @@
 mod call_media;
 mod config;
 mod connection;
+mod datagram;
 mod driver;
 mod event;
 pub mod instance_id;
@@ -289,12 +290,10 @@ async fn bind(listen: Option<SocketAddr>, server: SocketAddr) -> Result<Sockets,
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let udp = UdpSocket::bind(requested)
-            .await
-            .map_err(|source| PhoneError::Bind {
-                addr: requested,
-                source,
-            })?;
+        let udp = datagram::DatagramSocket::bind(requested).map_err(|source| PhoneError::Bind {
+            addr: requested,
+            source,
+        })?;
         let addr = udp.local_addr().map_err(|source| PhoneError::Bind {
             addr: requested,
             source,
