@@ -295,6 +295,16 @@ impl Phone {
         self.with_phone(|p| p.hangup(call))
     }
 
+    /// Puts a call on hold.
+    pub fn hold(&self, call: u64) -> Result<(), LocusError> {
+        self.with_phone(|p| p.hold(call))
+    }
+
+    /// Takes a call off hold.
+    pub fn resume(&self, call: u64) -> Result<(), LocusError> {
+        self.with_phone(|p| p.resume(call))
+    }
+
     /// Sends DTMF digits in a connected call.
     pub fn send_dtmf(&self, call: u64, digits: String) -> Result<(), LocusError> {
         self.with_phone(|p| p.send_dtmf(call, &digits))

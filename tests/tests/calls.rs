@@ -167,6 +167,64 @@ async fn bob_hears_what_alice_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_and_resume_by_reinvite_through_kamailio() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (alice, mut alice_events) = registered(&k, "alice", "alice-secret").await;
+    let (bob, mut bob_events) = registered(&k, "bob", "bob-secret").await;
+    let call = alice
+        .call("bob", CallAudio::default())
+        .unwrap()
+        .id()
+        .await
+        .unwrap();
+    let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
+        matches!(e, Event::IncomingCall { .. })
+    })
+    .await
+    .unwrap();
+    let Event::IncomingCall { call: bob_call, .. } = incoming else {
+        unreachable!()
+    };
+    bob.answer(bob_call, CallAudio::default()).unwrap();
+    wait_for(&mut alice_events, Duration::from_secs(10), |e| {
+        state(e, CallState::Connected)
+    })
+    .await
+    .expect("connected");
+    wait_for(&mut bob_events, Duration::from_secs(10), |e| {
+        state(e, CallState::Connected)
+    })
+    .await
+    .expect("bob connected");
+    for (action, expected) in [(true, CallState::Held), (false, CallState::Connected)] {
+        if action {
+            alice.hold(call).unwrap();
+        } else {
+            alice.resume(call).unwrap();
+        }
+        wait_for(&mut alice_events, Duration::from_secs(5), |e| {
+            state(e, expected)
+        })
+        .await
+        .unwrap_or_else(|seen| panic!("alice not {expected:?}: {seen:?}"));
+        wait_for(&mut bob_events, Duration::from_secs(5), |e| {
+            state(e, expected)
+        })
+        .await
+        .unwrap_or_else(|seen| panic!("bob not {expected:?}: {seen:?}"));
+    }
+    alice.hangup(call).unwrap();
+    wait_for(&mut bob_events, Duration::from_secs(5), |e| {
+        state(e, CallState::Ended)
+    })
+    .await
+    .expect("ended");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee_ends_the_call_for_the_caller() {
     init_logging();
     let k = Kamailio::start(KamailioConfig::default()).unwrap();

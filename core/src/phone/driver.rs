@@ -55,6 +55,10 @@ pub(crate) enum Command {
         call: CallId,
         digits: String,
     },
+    Hold {
+        call: CallId,
+        hold: bool,
+    },
 }
 
 /// Codecs we offer and accept, in order of preference.
@@ -201,6 +205,7 @@ impl Driver {
             Some(Command::Answer { call, audio }) => self.answer(call, audio),
             Some(Command::Reject { call, status }) => self.endpoint.reject(now(), call, status),
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
+            Some(Command::Hold { call, hold }) => self.hold(call, hold),
             Some(Command::Dtmf { call, digits }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
@@ -335,7 +340,7 @@ impl Driver {
                 });
             }
             CallEvent::Updated { body } => self.remote_update(call, body),
-            CallEvent::UpdateAccepted { .. } => {}
+            CallEvent::UpdateAccepted { body } => self.update_accepted(call, body),
             CallEvent::Ended { reason } => {
                 if let Some(media) = self.calls.remove(&call).and_then(|c| c.media) {
                     media.stop();
@@ -369,6 +374,53 @@ impl Driver {
             self.events.clone(),
         ));
         Ok(())
+    }
+
+    /// Offers a new session to hold (we only send) or resume the call.
+    fn hold(&mut self, call: CallId, hold: bool) {
+        let Some(local) = self.calls.get_mut(&call).and_then(|c| c.local.as_mut()) else {
+            return self.emit(Event::Error {
+                message: format!("call {call} has no media to hold"),
+            });
+        };
+        local.direction = if hold {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        };
+        local.session_version += 1;
+        let offer = sdp::offer(local);
+        self.endpoint.update(now(), call, Some(Body::sdp(offer)));
+    }
+
+    /// The peer accepted our re-INVITE: follow the answer's direction.
+    fn update_accepted(&mut self, call: CallId, answer: Option<Body>) {
+        let Some(slot) = self.calls.get(&call) else {
+            return;
+        };
+        let negotiated = slot.local.as_ref().zip(answer).and_then(|(local, b)| {
+            sdp::accept_answer(&String::from_utf8_lossy(&b.bytes), local).ok()
+        });
+        let Some(negotiated) = negotiated else {
+            return self.emit(Event::Error {
+                message: format!("call {call}: unusable answer to our re-INVITE"),
+            });
+        };
+        if let Some(media) = &slot.media {
+            let _ = media
+                .commands
+                .send(MediaCommand::Direction(negotiated.direction));
+        }
+        let state = if negotiated.direction == Direction::SendRecv {
+            CallState::Connected
+        } else {
+            CallState::Held
+        };
+        self.emit(Event::CallState {
+            call,
+            state,
+            reason: None,
+        });
     }
 
     /// The peer sent a re-INVITE (hold or resume): answer it and follow.

@@ -256,6 +256,21 @@ impl Phone {
             .map_err(|_| PhoneError::Stopped)
     }
 
+    /// Puts a call on hold: we offer `sendonly` (RFC 3264), so the peer
+    /// stops sending while we may still send, e.g. music on hold.
+    pub fn hold(&self, call: CallId) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Hold { call, hold: true })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Takes a call off hold.
+    pub fn resume(&self, call: CallId) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Hold { call, hold: false })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
     /// Sends DTMF digits in a connected call.
     pub fn send_dtmf(&self, call: CallId, digits: &str) -> Result<(), PhoneError> {
         self.commands

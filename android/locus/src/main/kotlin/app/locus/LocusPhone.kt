@@ -56,6 +56,12 @@ class LocusPhone private constructor(
     /** Ends a call, whatever its state. */
     fun hangUp(call: ULong) = phone.hangup(call)
 
+    /** Puts a call on hold. */
+    fun hold(call: ULong) = phone.hold(call)
+
+    /** Takes a call off hold. */
+    fun resume(call: ULong) = phone.resume(call)
+
     /** Sends DTMF digits in a connected call. */
     fun sendDtmf(call: ULong, digits: String) = phone.sendDtmf(call, digits)
 

@@ -80,6 +80,10 @@ class LocusPhoneTest {
                 val call = alice.call(peer)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
                 answering.join()
+                alice.hold(call)
+                withTimeout(10.seconds) { alice.calls.first { it[call] == "held" } }
+                alice.resume(call)
+                withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
                 alice.hangUp(call)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "ended" } }
                 withTimeout(10.seconds) { bob.calls.first { states -> states.values.any { it == "ended" } } }
