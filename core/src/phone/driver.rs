@@ -406,12 +406,16 @@ impl Driver {
                 message: format!("call {call}: unusable answer to our re-INVITE"),
             });
         };
-        if let Some(media) = &slot.media {
-            let _ = media
-                .commands
-                .send(MediaCommand::Direction(negotiated.direction));
+        self.follow_direction(call, negotiated.direction);
+    }
+
+    /// After a re-INVITE either way: the media sends or not, and the call
+    /// is held unless media flows both ways.
+    fn follow_direction(&mut self, call: CallId, direction: Direction) {
+        if let Some(media) = self.calls.get(&call).and_then(|c| c.media.as_ref()) {
+            let _ = media.commands.send(MediaCommand::Direction(direction));
         }
-        let state = if negotiated.direction == Direction::SendRecv {
+        let state = if direction == Direction::SendRecv {
             CallState::Connected
         } else {
             CallState::Held
@@ -434,21 +438,7 @@ impl Driver {
         };
         self.endpoint
             .accept_update(now(), call, Some(Body::sdp(text)));
-        if let Some(media) = self.calls.get(&call).and_then(|c| c.media.as_ref()) {
-            let _ = media
-                .commands
-                .send(MediaCommand::Direction(negotiated.direction));
-        }
-        let state = if negotiated.direction == Direction::SendRecv {
-            CallState::Connected
-        } else {
-            CallState::Held
-        };
-        self.emit(Event::CallState {
-            call,
-            state,
-            reason: None,
-        });
+        self.follow_direction(call, negotiated.direction);
     }
 
     fn begin_shutdown(&mut self, done: oneshot::Sender<()>) {
