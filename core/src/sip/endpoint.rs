@@ -263,33 +263,27 @@ impl Endpoint {
         reason: &str,
     ) {
         let target = (transport, destination);
-        let keys: Vec<_> = self
+        let mut outcomes = Vec::new();
+        for (tx, owner) in self
             .clients
-            .iter()
-            .filter(|(_, (tx, _))| tx.destination() == target)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            if let Some((tx, owner)) = self.clients.get_mut(&key) {
-                let owner = owner.clone();
-                if let Some(outcome) = tx.handle_transport_error(reason) {
-                    self.deliver(now, owner, outcome);
-                }
+            .values_mut()
+            .filter(|(tx, _)| tx.destination() == target)
+        {
+            if let Some(o) = tx.handle_transport_error(reason) {
+                outcomes.push((owner.clone(), o));
             }
         }
-        let keys: Vec<_> = self
+        for (tx, call) in self
             .invite_clients
-            .iter()
-            .filter(|(_, (tx, _))| tx.destination() == target)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in keys {
-            if let Some((tx, call)) = self.invite_clients.get_mut(&key) {
-                let call = *call;
-                if let Some(outcome) = tx.handle_transport_error(reason) {
-                    self.deliver(now, Owner::Call(call, Method::Invite), outcome);
-                }
+            .values_mut()
+            .filter(|(tx, _)| tx.destination() == target)
+        {
+            if let Some(o) = tx.handle_transport_error(reason) {
+                outcomes.push((Owner::Call(*call, Method::Invite), o));
             }
+        }
+        for (owner, outcome) in outcomes {
+            self.deliver(now, owner, outcome);
         }
         self.pump(now);
     }
