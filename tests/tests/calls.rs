@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use locus_core::{CallAudio, CallState, Event, Events, Phone, Transport};
+use locus_core::{CallAudio, CallId, CallState, Event, Events, Phone, Transport};
 use locus_tests::phones::{account, init_logging, wait_for};
 use locus_tests::voice::write_voice_wav;
 use locus_tests::{Kamailio, KamailioConfig};
@@ -69,6 +69,38 @@ fn state(e: &Event, wanted: CallState) -> bool {
     matches!(e, Event::CallState { state, .. } if *state == wanted)
 }
 
+/// Waits for a call to reach `wanted`; returns the event (its reason).
+async fn reach(events: &mut Events, who: &str, wanted: CallState) -> Event {
+    wait_for(events, Duration::from_secs(10), |e| state(e, wanted))
+        .await
+        .unwrap_or_else(|seen| panic!("{who} not {wanted:?}: {seen:?}"))
+        .0
+}
+
+/// Alice calls `target`; returns her call id and Bob's once he is rung.
+async fn ring(
+    alice: &Phone,
+    bob_events: &mut Events,
+    target: &str,
+    audio: CallAudio,
+) -> (CallId, CallId) {
+    let call = alice.call(target, audio).unwrap().id().await.unwrap();
+    let (incoming, _) = wait_for(bob_events, Duration::from_secs(10), |e| {
+        matches!(e, Event::IncomingCall { .. })
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("bob is not called: {seen:?}"));
+    let Event::IncomingCall {
+        call: bob_call,
+        from,
+    } = incoming
+    else {
+        unreachable!()
+    };
+    assert!(from.starts_with("sip:alice@"), "{from}");
+    (call, bob_call)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_hears_what_alice_says() {
     init_logging();
@@ -79,31 +111,11 @@ async fn bob_hears_what_alice_says() {
     let spoken = write_voice_wav(&dir.path().join("alice.wav"), 3).unwrap();
     let heard_path = dir.path().join("bob.wav");
 
-    let call = alice
-        .call(
-            "bob",
-            CallAudio {
-                input: Some(dir.path().join("alice.wav")),
-                output: None,
-            },
-        )
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
-        matches!(e, Event::IncomingCall { .. })
-    })
-    .await
-    .unwrap_or_else(|seen| panic!("bob is not called: {seen:?}\n{}", k.log_tail()));
-    let Event::IncomingCall {
-        call: bob_call,
-        from,
-    } = incoming
-    else {
-        unreachable!()
+    let said = CallAudio {
+        input: Some(dir.path().join("alice.wav")),
+        output: None,
     };
-    assert!(from.starts_with("sip:alice@"), "{from}");
+    let (call, bob_call) = ring(&alice, &mut bob_events, "bob", said).await;
     bob.answer(
         bob_call,
         CallAudio {
@@ -112,30 +124,14 @@ async fn bob_hears_what_alice_says() {
         },
     )
     .unwrap();
-    wait_for(&mut alice_events, Duration::from_secs(10), |e| {
-        state(e, CallState::Connected)
-    })
-    .await
-    .unwrap_or_else(|seen| panic!("alice not connected: {seen:?}"));
-    wait_for(&mut bob_events, Duration::from_secs(10), |e| {
-        state(e, CallState::Connected)
-    })
-    .await
-    .unwrap_or_else(|seen| panic!("bob not connected: {seen:?}"));
+    reach(&mut alice_events, "alice", CallState::Connected).await;
+    reach(&mut bob_events, "bob", CallState::Connected).await;
 
     tokio::time::sleep(Duration::from_millis(3500)).await;
     alice.hangup(call).unwrap();
-    let (ended, _) = wait_for(&mut alice_events, Duration::from_secs(5), |e| {
-        state(e, CallState::Ended)
-    })
-    .await
-    .unwrap();
+    let ended = reach(&mut alice_events, "alice", CallState::Ended).await;
     assert!(matches!(ended, Event::CallState { reason: Some(r), .. } if r == "local hangup"));
-    let (ended, _) = wait_for(&mut bob_events, Duration::from_secs(5), |e| {
-        state(e, CallState::Ended)
-    })
-    .await
-    .unwrap();
+    let ended = reach(&mut bob_events, "bob", CallState::Ended).await;
     assert!(matches!(ended, Event::CallState { reason: Some(r), .. } if r == "remote hangup"));
     let (stats, _) = wait_for(&mut bob_events, Duration::from_secs(5), |e| {
         matches!(e, Event::CallStats { .. })
@@ -172,54 +168,21 @@ async fn hold_and_resume_by_reinvite_through_kamailio() {
     let k = Kamailio::start(KamailioConfig::default()).unwrap();
     let (alice, mut alice_events) = registered(&k, "alice", "alice-secret").await;
     let (bob, mut bob_events) = registered(&k, "bob", "bob-secret").await;
-    let call = alice
-        .call("bob", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
-        matches!(e, Event::IncomingCall { .. })
-    })
-    .await
-    .unwrap();
-    let Event::IncomingCall { call: bob_call, .. } = incoming else {
-        unreachable!()
-    };
+    let (call, bob_call) = ring(&alice, &mut bob_events, "bob", CallAudio::default()).await;
     bob.answer(bob_call, CallAudio::default()).unwrap();
-    wait_for(&mut alice_events, Duration::from_secs(10), |e| {
-        state(e, CallState::Connected)
-    })
-    .await
-    .expect("connected");
-    wait_for(&mut bob_events, Duration::from_secs(10), |e| {
-        state(e, CallState::Connected)
-    })
-    .await
-    .expect("bob connected");
+    reach(&mut alice_events, "alice", CallState::Connected).await;
+    reach(&mut bob_events, "bob", CallState::Connected).await;
     for (action, expected) in [(true, CallState::Held), (false, CallState::Connected)] {
         if action {
             alice.hold(call).unwrap();
         } else {
             alice.resume(call).unwrap();
         }
-        wait_for(&mut alice_events, Duration::from_secs(5), |e| {
-            state(e, expected)
-        })
-        .await
-        .unwrap_or_else(|seen| panic!("alice not {expected:?}: {seen:?}"));
-        wait_for(&mut bob_events, Duration::from_secs(5), |e| {
-            state(e, expected)
-        })
-        .await
-        .unwrap_or_else(|seen| panic!("bob not {expected:?}: {seen:?}"));
+        reach(&mut alice_events, "alice", expected).await;
+        reach(&mut bob_events, "bob", expected).await;
     }
     alice.hangup(call).unwrap();
-    wait_for(&mut bob_events, Duration::from_secs(5), |e| {
-        state(e, CallState::Ended)
-    })
-    .await
-    .expect("ended");
+    reach(&mut bob_events, "bob", CallState::Ended).await;
     alice.shutdown().await;
     bob.shutdown().await;
 }
@@ -230,31 +193,16 @@ async fn busy_callee_ends_the_call_for_the_caller() {
     let k = Kamailio::start(KamailioConfig::default()).unwrap();
     let (alice, mut alice_events) = registered(&k, "alice", "alice-secret").await;
     let (bob, mut bob_events) = registered(&k, "bob", "bob-secret").await;
-    alice
-        .call("sip:bob@example.test", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    let (incoming, _) = wait_for(&mut bob_events, Duration::from_secs(10), |e| {
-        matches!(e, Event::IncomingCall { .. })
-    })
-    .await
-    .unwrap();
-    let Event::IncomingCall { call, .. } = incoming else {
-        unreachable!()
-    };
-    wait_for(&mut alice_events, Duration::from_secs(5), |e| {
-        state(e, CallState::Ringing)
-    })
-    .await
-    .expect("ringing");
+    let (_, call) = ring(
+        &alice,
+        &mut bob_events,
+        "sip:bob@example.test",
+        CallAudio::default(),
+    )
+    .await;
+    reach(&mut alice_events, "alice", CallState::Ringing).await;
     bob.reject(call, true).unwrap();
-    let (ended, _) = wait_for(&mut alice_events, Duration::from_secs(5), |e| {
-        state(e, CallState::Ended)
-    })
-    .await
-    .unwrap();
+    let ended = reach(&mut alice_events, "alice", CallState::Ended).await;
     assert!(
         matches!(&ended, Event::CallState { reason: Some(r), .. } if r == "busy"),
         "{ended:?}"
