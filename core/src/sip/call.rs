@@ -260,11 +260,6 @@ impl Call {
         }
     }
 
-    /// The Call-ID.
-    pub fn call_id(&self) -> Option<&str> {
-        self.invite.as_ref().and_then(|i| i.headers.call_id().ok())
-    }
-
     /// The initial INVITE (sent or received).
     pub fn invite(&self) -> Option<&Request> {
         self.invite.as_ref()

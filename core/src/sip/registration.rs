@@ -205,11 +205,6 @@ impl Registration {
             || (self.state == State::Registering && self.unregister_pending)
     }
 
-    /// The Call-ID of this registration's REGISTERs.
-    pub fn call_id(&self) -> &str {
-        &self.call_id
-    }
-
     /// Starts (or restarts after a final failure) registering.
     pub fn start(&mut self) {
         match self.state {
