@@ -658,11 +658,15 @@ impl Endpoint {
                 });
             }
             CallAction::Cancel => {
+                // The newest INVITE: one answered by a challenge lingers
+                // in its Completed state, and a CANCEL for it matches nothing.
                 let invite = self
                     .invite_clients
                     .values()
-                    .find(|(_, c)| *c == id)
-                    .map(|(tx, _)| tx.invite().clone());
+                    .filter(|(_, c)| *c == id)
+                    .map(|(tx, _)| tx.invite())
+                    .max_by_key(|invite| invite.headers.cseq().map_or(0, |c| c.seq))
+                    .cloned();
                 if let Some(invite) = invite {
                     self.start_cancel(now, &invite, id);
                 }
@@ -827,6 +831,44 @@ mod tests {
             }))
         );
         assert!(ep.is_registered());
+    }
+
+    #[test]
+    fn cancel_after_a_challenge_matches_the_authorised_invite() {
+        let t0 = Instant::now();
+        let server: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        let mut ep = endpoint(Transport::Udp);
+        let call = ep.place_call(t0, Uri::parse("sip:bob@example.test").unwrap(), None);
+        let first = sent(&mut ep).remove(0);
+        ep.handle_datagram(
+            t0,
+            server,
+            &answer(
+                &first,
+                407,
+                "Proxy-Authenticate: Digest realm=\"example.test\", nonce=\"n\", qop=\"auth\"",
+            ),
+        );
+        let out = sent(&mut ep);
+        let second = out
+            .iter()
+            .find(|m| m.headers().get("Proxy-Authorization").is_some())
+            .unwrap();
+        ep.handle_datagram(t0, server, &answer(second, 180, ""));
+        ep.hangup(t0, call);
+        let cancel = sent(&mut ep).remove(0);
+        let Message::Request(cancel) = cancel else {
+            panic!("not a request")
+        };
+        assert_eq!(cancel.method, Method::Cancel);
+        assert_eq!(
+            cancel.headers.via().unwrap().branch(),
+            second.headers().via().unwrap().branch()
+        );
+        assert_eq!(
+            cancel.headers.cseq().unwrap().seq,
+            second.headers().cseq().unwrap().seq
+        );
     }
 
     #[test]
