@@ -56,7 +56,11 @@ impl Encoder {
                     opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip)?;
                 e.set_inband_fec(true)?;
                 e.set_packet_loss_perc(5)?;
-                e.set_bitrate(opus::Bitrate::Bits(32_000))?;
+                // Measured with PESQ-WB on espeak speech, codec alone: 32 kbit/s
+                // scores 3.78, 48 kbit/s 4.19 (both with 5 % FEC) — the bar
+                // is 4.1 end to end, and 16 kbit/s more is nothing on any
+                // link that can carry a call.
+                e.set_bitrate(opus::Bitrate::Bits(48_000))?;
                 // FEC exists only in the SILK and hybrid modes; saying the
                 // signal is voice keeps the encoder there.
                 e.set_signal(opus::Signal::Voice)?;
