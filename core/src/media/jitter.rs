@@ -23,10 +23,13 @@
 //!   grows only as much as the network needs, never by a reset.
 //! - The buffer level, smoothed over about 32 frames, is steered to the
 //!   target: half a frame under, a concealment frame is played without
-//!   consuming a packet (NetEq's "preemptive expand"); half a frame over,
-//!   one frame is dropped (NetEq's "accelerate"); at most one step every
-//!   four frames. Both work on whole frames here; time-stretching them
-//!   belongs to the decoded-audio stage.
+//!   consuming a packet (NetEq's "preemptive expand"); a frame over, one
+//!   frame is dropped (NetEq's "accelerate"); at most one step every four
+//!   frames. Both work on whole frames. Dropping speech is audible and
+//!   dropping a pause is not, so the frame to drop is offered to the
+//!   decoding stage ([`Playout::Excess`]), which drops it only inside a
+//!   pause, then frame after frame while the pause and the excess last;
+//!   after [`EXCESS_OFFERS`] kept offers in a row one goes anyway.
 //! - A packet arriving after its turn is late: dropped and counted. A
 //!   duplicate is dropped. A new SSRC, or a sequence or timestamp jump far
 //!   beyond any jitter, starts the stream afresh.
@@ -60,6 +63,10 @@ pub enum Playout {
     Conceal,
     /// Before the stream starts: play silence.
     Silence,
+    /// A packet the buffer holds too much of. Decode it (the decoder's
+    /// state must follow the stream); if it is quiet, call
+    /// [`JitterBuffer::dropped_excess`] and pop again, else play it.
+    Excess(Bytes),
 }
 
 /// Running figures of the buffer.
@@ -95,6 +102,9 @@ const BASELINE_CREEP_MS_PER_PACKET: f64 = 0.02;
 const TIMESTAMP_JUMP_MS: f64 = 10_000.0;
 /// Fewest frames between two level adjustments (accelerate or expand).
 const ADJUST_EVERY: u32 = 4;
+/// Frames in a row the decoding stage may keep before one is dropped
+/// regardless (a second: speech pauses more often than that).
+pub const EXCESS_OFFERS: u32 = 50;
 /// A sequence or timestamp jump beyond this many frames restarts the stream.
 const RESET_FRAMES: i64 = 500;
 
@@ -122,6 +132,8 @@ pub struct JitterBuffer {
     since_adjust: u32,
     /// Consecutive frames spent waiting for a missing packet.
     underrun_frames: u32,
+    /// Excess frames offered and kept in a row.
+    excess_offers: u32,
     stats: JitterStats,
 }
 
@@ -144,6 +156,7 @@ impl JitterBuffer {
             filtered_level_ms: 0.0,
             since_adjust: 0,
             underrun_frames: 0,
+            excess_offers: 0,
             stats: JitterStats::default(),
         }
     }
@@ -170,6 +183,17 @@ impl JitterBuffer {
 
     /// A packet arrived at `now`.
     pub fn push(&mut self, now: Instant, packet: Packet) {
+        self.insert(now, packet, true);
+    }
+
+    /// A packet arrived at `now` whose timestamp is not its media time
+    /// (a DTMF event holding its sequence number): buffered, but kept out
+    /// of the delay estimate.
+    pub fn push_untimed(&mut self, now: Instant, packet: Packet) {
+        self.insert(now, packet, false);
+    }
+
+    fn insert(&mut self, now: Instant, packet: Packet, timed: bool) {
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
             self.reset();
         }
@@ -177,13 +201,15 @@ impl JitterBuffer {
         if let (Some(next), Some(last)) = (self.next, self.last_ext_seq) {
             if (ext - last).abs() > RESET_FRAMES || (ext - next).abs() > RESET_FRAMES {
                 self.reset();
-                return self.push(now, packet);
+                return self.insert(now, packet, timed);
             }
         }
         self.ssrc = Some(packet.ssrc);
         self.stats.received += 1;
         self.last_ext_seq = Some(self.last_ext_seq.map_or(ext, |l| l.max(ext)));
-        self.observe(now, packet.timestamp);
+        if timed {
+            self.observe(now, packet.timestamp);
+        }
         let playing = self.next.is_some() && self.start_at.is_none();
         match self.next {
             Some(next) if ext < next && playing => {
@@ -226,12 +252,7 @@ impl JitterBuffer {
         let next = self.next.unwrap_or(next);
         if let Some(p) = self.packets.remove(&next) {
             self.next = Some(next + 1);
-            self.underrun_frames = 0;
-            self.stats.played += 1;
-            if self.played.len() == 64 {
-                self.played.pop_front();
-            }
-            self.played.push_back(next);
+            self.mark_played(next);
             return Playout::Packet(p.payload);
         }
         let later_buffered = self
@@ -280,17 +301,21 @@ impl JitterBuffer {
         let next = self.next?;
         // Dropping a frame discards audio, so it takes a full frame of excess:
         // the one frame an isolated loss adds is cheaper kept than dropped.
-        if self.filtered_level_ms > target_ms + frame_ms
-            && level_ms > target_ms
-            && self.packets.contains_key(&next)
-        {
-            self.packets.remove(&next);
-            self.next = Some(next + 1);
-            self.stats.accelerated += 1;
-            self.since_adjust = 0;
-            self.filtered_level_ms -= frame_ms;
-            return None;
+        if self.filtered_level_ms > target_ms + frame_ms && level_ms > target_ms {
+            if let Some(p) = self.packets.remove(&next) {
+                self.next = Some(next + 1);
+                if self.excess_offers >= EXCESS_OFFERS {
+                    self.shorten();
+                    return None;
+                }
+                self.excess_offers += 1;
+                self.mark_played(next);
+                // Offer again next frame unless this one is dropped.
+                self.since_adjust = ADJUST_EVERY - 1;
+                return Some(Playout::Excess(p.payload));
+            }
         }
+        self.excess_offers = 0;
         if self.filtered_level_ms + frame_ms / 2.0 < target_ms {
             self.stats.expanded += 1;
             self.since_adjust = 0;
@@ -298,6 +323,32 @@ impl JitterBuffer {
             return Some(Playout::Conceal);
         }
         None
+    }
+
+    /// The decoding stage dropped the [`Playout::Excess`] frame it was
+    /// offered (or the buffer dropped one itself): the delay is one frame
+    /// shorter.
+    pub fn dropped_excess(&mut self) {
+        self.stats.played = self.stats.played.saturating_sub(1);
+        self.shorten();
+        // Inside a pause the next frame may go too, while excess remains.
+        self.since_adjust = ADJUST_EVERY - 1;
+    }
+
+    fn shorten(&mut self) {
+        self.stats.accelerated += 1;
+        self.excess_offers = 0;
+        self.since_adjust = 0;
+        self.filtered_level_ms -= self.frame.as_secs_f64() * 1000.0;
+    }
+
+    fn mark_played(&mut self, ext: i64) {
+        self.underrun_frames = 0;
+        self.stats.played += 1;
+        if self.played.len() == 64 {
+            self.played.pop_front();
+        }
+        self.played.push_back(ext);
     }
 
     /// Tracks relative delay and updates the target.
@@ -366,6 +417,7 @@ impl JitterBuffer {
         self.played.clear();
         self.filtered_level_ms = 0.0;
         self.since_adjust = 0;
+        self.excess_offers = 0;
     }
 }
 
@@ -511,6 +563,27 @@ mod tests {
         );
         assert_eq!(jb.stats().lost, 1, "waiting is not losing");
         assert_eq!(jb.stats().expanded, 1);
+    }
+
+    #[test]
+    fn dtmf_events_hold_their_place_without_raising_the_target() {
+        let t0 = Instant::now();
+        let frame = Duration::from_millis(20);
+        let mut jb = JitterBuffer::new(48_000, frame);
+        for seq in 0..100u16 {
+            let now = t0 + frame * u32::from(seq);
+            let mut p = packet(seq, 1);
+            if (20..30).contains(&seq) {
+                // One 200 ms event: every packet carries its start time.
+                p.timestamp = 20 * 960;
+                jb.push_untimed(now, p);
+            } else {
+                jb.push(now, p);
+            }
+            jb.pop(now);
+        }
+        assert_eq!(jb.target_delay(), frame, "{:?}", jb.stats());
+        assert_eq!(jb.stats().played, 99);
     }
 
     #[test]

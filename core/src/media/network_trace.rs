@@ -201,8 +201,14 @@ pub fn replay(arrivals: &[Arrival], sent: u32, clock_rate: u32) -> Report {
             );
             next_arrival += 1;
         }
-        match jb.pop(t0 + tick) {
-            Playout::Packet(p) => {
+        let mut playout = jb.pop(t0 + tick);
+        if matches!(playout, Playout::Excess(_)) {
+            // A trace carries no audio: every excess frame counts as quiet.
+            jb.dropped_excess();
+            playout = jb.pop(t0 + tick);
+        }
+        match playout {
+            Playout::Packet(p) | Playout::Excess(p) => {
                 let seq = u16::from_be_bytes([
                     p.first().copied().unwrap_or(0),
                     p.get(1).copied().unwrap_or(0),

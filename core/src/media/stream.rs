@@ -2,10 +2,14 @@
 //! packetised; incoming datagrams are checked, buffered and decoded.
 //!
 //! RTP is symmetric (RFC 4961): we send from the port we receive on and
-//! accept packets only from the address the peer's session description
-//! named, so a stranger cannot inject audio into the call. Anything
-//! malformed, foreign or of an unexpected payload type is counted and
-//! dropped; the call goes on.
+//! accept packets from the address the peer's session description named.
+//! A peer behind NAT, or on a host with several addresses, sends from
+//! somewhere else: until anything has come from the named address, RTP
+//! from any source is played, and a source that sends [`LATCH_AFTER`]
+//! packets in sequence with one SSRC and a negotiated payload type becomes
+//! the remote ("latching", as RTP proxies and PBXs do). Once media flows,
+//! strangers cannot inject audio into the call. Anything malformed, foreign or of an unexpected payload
+//! type is counted and dropped; the call goes on.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -35,6 +39,9 @@ pub enum MediaEvent {
     MediaResumed,
     /// The peer sent a DTMF digit (RFC 4733).
     Dtmf(char),
+    /// The peer's media comes from this address, not the one it named;
+    /// the stream sends there now.
+    Latched(SocketAddr),
 }
 
 /// Why digits cannot be sent.
@@ -67,12 +74,44 @@ pub struct StreamStats {
     pub jitter: JitterStats,
 }
 
+/// Below this level (RMS, about −50 dBFS) a frame is a pause, which the
+/// jitter buffer may drop to shorten the delay without it being heard.
+/// Soft consonants reach −40 dBFS, so the line sits well under them.
+const QUIET_RMS: f64 = 104.0;
+
+/// Quiet frames in a row that make a pause (40 ms: longer than the
+/// closure of a plosive).
+const PAUSE_FRAMES: u32 = 2;
+
+/// Whether a decoded frame is quiet enough to drop unheard.
+fn is_quiet(frame: &[i16]) -> bool {
+    let energy: f64 = frame.iter().map(|s| f64::from(*s).powi(2)).sum();
+    energy <= QUIET_RMS * QUIET_RMS * frame.len() as f64
+}
+
+/// In-sequence packets from one other source that move the stream there,
+/// as long as the named address has sent nothing.
+pub const LATCH_AFTER: u32 = 4;
+
+/// A source that may become the remote: where it sends from, its SSRC, its
+/// last sequence number and how many it sent in order.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    from: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    run: u32,
+}
+
 /// An RTP audio stream.
 #[derive(Debug)]
 pub struct MediaStream {
     codec: Codec,
     payload_type: u8,
     remote: SocketAddr,
+    /// Whether anything has been accepted from `remote` (ends latching).
+    heard_remote: bool,
+    candidate: Option<Candidate>,
     ssrc: u32,
     seq: u16,
     timestamp: u32,
@@ -86,6 +125,8 @@ pub struct MediaStream {
     last_received: Instant,
     media_timeout: Duration,
     silent: bool,
+    /// Quiet frames played in a row, to find pauses.
+    quiet_run: u32,
     events: Vec<MediaEvent>,
     stats: StreamStats,
 }
@@ -104,6 +145,8 @@ impl MediaStream {
             codec: negotiated.codec,
             payload_type: negotiated.payload_type,
             remote: negotiated.remote_rtp,
+            heard_remote: false,
+            candidate: None,
             ssrc,
             seq,
             timestamp,
@@ -122,6 +165,7 @@ impl MediaStream {
             last_received: now,
             media_timeout: DEFAULT_MEDIA_TIMEOUT,
             silent: false,
+            quiet_run: 0,
             events: Vec::new(),
             stats: StreamStats::default(),
         })
@@ -132,7 +176,8 @@ impl MediaStream {
         self.media_timeout = timeout;
     }
 
-    /// Where packets go.
+    /// Where packets go (and come from): the negotiated address, or the
+    /// source the stream latched on to.
     pub fn remote(&self) -> SocketAddr {
         self.remote
     }
@@ -227,7 +272,7 @@ impl MediaStream {
         from: SocketAddr,
         bytes: &[u8],
     ) -> Option<(u32, u16, u32)> {
-        if from != self.remote {
+        if from != self.remote && self.heard_remote {
             self.stats.foreign += 1;
             return None;
         }
@@ -246,6 +291,13 @@ impl MediaStream {
         if packet.header.payload_type != self.payload_type && !is_event {
             self.stats.unexpected_payload_type += 1;
             return None;
+        }
+        if from != self.remote {
+            // Before the peer's first packet, its media may come from
+            // anywhere: play it, and move there once it proves steady.
+            self.latch(from, &packet.header);
+        } else {
+            self.heard_remote = true;
         }
         let info = (
             packet.header.ssrc,
@@ -270,16 +322,48 @@ impl MediaStream {
         } else {
             packet.payload
         };
-        self.jitter.push(
-            now,
-            Packet {
-                seq: packet.header.sequence_number,
-                timestamp: packet.header.timestamp,
-                ssrc: packet.header.ssrc,
-                payload,
-            },
-        );
+        let packet = Packet {
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            ssrc: packet.header.ssrc,
+            payload,
+        };
+        if is_event {
+            // An event's packets all carry its start time (RFC 4733 §2.5.1.2),
+            // which says nothing about network delay.
+            self.jitter.push_untimed(now, packet);
+        } else {
+            self.jitter.push(now, packet);
+        }
         Some(info)
+    }
+
+    /// Counts a packet from a source other than the remote, and moves the
+    /// stream there after [`LATCH_AFTER`] in sequence.
+    fn latch(&mut self, from: SocketAddr, header: &Header) {
+        let run = match self.candidate {
+            Some(c)
+                if c.from == from
+                    && c.ssrc == header.ssrc
+                    && header.sequence_number == c.seq.wrapping_add(1) =>
+            {
+                c.run + 1
+            }
+            _ => 1,
+        };
+        self.candidate = Some(Candidate {
+            from,
+            ssrc: header.ssrc,
+            seq: header.sequence_number,
+            run,
+        });
+        if run >= LATCH_AFTER {
+            tracing::info!(named = %self.remote, actual = %from, "RTP latched to the source the peer sends from");
+            self.remote = from;
+            self.heard_remote = true;
+            self.candidate = None;
+            self.events.push(MediaEvent::Latched(from));
+        }
     }
 
     /// The next 20 ms of audio to play; call once per frame period.
@@ -290,15 +374,33 @@ impl MediaStream {
                 silent_for: now.saturating_duration_since(self.last_received),
             });
         }
-        let n = self.frame_samples();
-        let decoded = match self.jitter.pop(now) {
-            Playout::Packet(p) if p.is_empty() => self.decoder.conceal(),
+        let mut playout = self.jitter.pop(now);
+        if let Playout::Excess(p) = &playout {
+            // Decoded either way, so the decoder's state follows the stream.
+            let frame = if p.is_empty() {
+                Ok(Vec::new())
+            } else {
+                self.decoder.decode(p)
+            };
+            match frame {
+                // Only inside a pause: a quiet frame alone may be the
+                // closure of a plosive, and cutting it warps the word.
+                Ok(f) if !is_quiet(&f) || self.quiet_run < PAUSE_FRAMES => return self.fit(f),
+                _ => {
+                    self.jitter.dropped_excess();
+                    playout = self.jitter.pop(now);
+                }
+            }
+        }
+        let decoded = match playout {
+            Playout::Packet(p) | Playout::Excess(p) if p.is_empty() => self.decoder.conceal(),
+            Playout::Excess(p) => self.decoder.decode(&p),
             Playout::Packet(p) => self.decoder.decode(&p),
             Playout::Fec(next) => self.decoder.decode_fec(&next),
             Playout::Conceal => self.decoder.conceal(),
-            Playout::Silence => return vec![0; n],
+            Playout::Silence => return self.fit(Vec::new()),
         };
-        let mut frame = match decoded {
+        let frame = match decoded {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(error = %e, "undecodable frame concealed");
@@ -306,7 +408,18 @@ impl MediaStream {
                 self.decoder.conceal().unwrap_or_default()
             }
         };
-        frame.resize(n, 0);
+        self.fit(frame)
+    }
+
+    /// A decoded frame at exactly one frame's length, counted into the
+    /// run of quiet frames.
+    fn fit(&mut self, mut frame: Vec<i16>) -> Vec<i16> {
+        frame.resize(self.frame_samples(), 0);
+        self.quiet_run = if is_quiet(&frame) {
+            self.quiet_run.saturating_add(1)
+        } else {
+            0
+        };
         frame
     }
 
@@ -401,6 +514,9 @@ mod tests {
         let mut bob = MediaStream::new(t0, &negotiated(Codec::Pcmu, ALICE), 2, 200, 2000).unwrap();
         let mut alice = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 1, 100, 1000).unwrap();
         let good = alice.send_frame(&vec![1000; 160]).unwrap();
+        // Media flows: from now on only Alice's address counts.
+        bob.handle_datagram(t0, ALICE.parse().unwrap(), &good);
+        let good = alice.send_frame(&vec![1000; 160]).unwrap();
         let stranger: SocketAddr = "127.0.0.9:40000".parse().unwrap();
         let mut rng = StdRng::seed_from_u64(3);
         for i in 0..1000 {
@@ -424,13 +540,85 @@ mod tests {
         assert_eq!(s.foreign, 1000);
         assert_eq!(s.malformed, 1010, "{s:?}");
         assert_eq!(s.unexpected_payload_type, 1);
-        assert_eq!(s.received, 1, "the real packet still gets through: {s:?}");
+        assert_eq!(s.received, 2, "the real packets still get through: {s:?}");
         assert!(
             bob.play_frame(t0 + Duration::from_millis(40))
                 .iter()
                 .any(|x| *x != 0),
             "and plays"
         );
+    }
+
+    #[test]
+    fn a_peer_sending_from_another_address_is_latched_on_to() {
+        let t0 = Instant::now();
+        let mut bob = MediaStream::new(t0, &negotiated(Codec::Pcmu, ALICE), 2, 200, 2000).unwrap();
+        let mut alice = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 1, 100, 1000).unwrap();
+        // Alice's packets leave from another address of hers (or a NAT).
+        let actual: SocketAddr = "127.0.0.7:41000".parse().unwrap();
+        for i in 1..=LATCH_AFTER {
+            let packet = alice.send_frame(&[1000; 160]).unwrap();
+            assert!(
+                bob.handle_datagram(t0, actual, &packet).is_some(),
+                "packet {i} plays"
+            );
+            assert_eq!(bob.remote() == actual, i == LATCH_AFTER, "packet {i}");
+        }
+        assert_eq!(bob.remote(), actual, "bob now sends there too");
+        assert_eq!(bob.poll_event(), Some(MediaEvent::Latched(actual)));
+
+        // Once media flows, an in-sequence flood from a stranger is ignored.
+        let mut mallory = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 9, 0, 0).unwrap();
+        let stranger: SocketAddr = "127.0.0.9:40000".parse().unwrap();
+        for _ in 0..100 {
+            let packet = mallory.send_frame(&[5000; 160]).unwrap();
+            assert_eq!(bob.handle_datagram(t0, stranger, &packet), None);
+        }
+        assert_eq!(bob.remote(), actual);
+        assert_eq!(bob.stats().foreign, 100);
+    }
+
+    #[test]
+    fn delay_is_shortened_in_pauses_not_in_speech() {
+        let t0 = Instant::now();
+        let mut bob = MediaStream::new(t0, &negotiated(Codec::Pcmu, ALICE), 2, 200, 2000).unwrap();
+        let mut alice = MediaStream::new(t0, &negotiated(Codec::Pcmu, BOB), 1, 100, 1000).unwrap();
+        let tone: Vec<i16> = (0..160)
+            .map(|i| (8000.0 * (f64::from(i) * 0.3).sin()) as i16)
+            .collect();
+        let quiet = vec![0i16; 160];
+        // 200 ms of talk arrives in one burst (as when a peer starts
+        // sending before we read), then talk and pauses arrive on time.
+        let script: Vec<&[i16]> = (0..210)
+            .map(|f| {
+                if f < 10 || (f / 25) % 2 == 1 {
+                    &tone[..]
+                } else {
+                    &quiet[..]
+                }
+            })
+            .collect();
+        let loud_sent = script.iter().filter(|f| !is_quiet(f)).count();
+        let mut loud_heard = 0;
+        for (f, frame) in script.iter().enumerate() {
+            let packet = alice.send_frame(frame).unwrap();
+            let arrival = t0 + Duration::from_millis(20 * (f.saturating_sub(9) as u64));
+            bob.handle_datagram(arrival, ALICE.parse().unwrap(), &packet);
+            if f >= 9 {
+                loud_heard += usize::from(!is_quiet(&bob.play_frame(arrival)));
+            }
+        }
+        for f in 0..20 {
+            let now = t0 + Duration::from_millis(20 * (201 + f));
+            loud_heard += usize::from(!is_quiet(&bob.play_frame(now)));
+        }
+        let s = bob.stats().jitter;
+        assert_eq!(loud_heard, loud_sent, "no speech dropped: {s:?}");
+        assert!(
+            s.accelerated >= 5,
+            "the burst's delay went in pauses: {s:?}"
+        );
+        assert!(bob.jitter.buffered() <= Duration::from_millis(60), "{s:?}");
     }
 
     #[test]

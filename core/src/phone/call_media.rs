@@ -153,7 +153,7 @@ async fn run(
     let mut stream =
         MediaStream::new(start, &negotiated, ssrc, seq, ts).map_err(|e| e.to_string())?;
     let mut rtcp = RtcpSession::new(start, ssrc, codec, rand::rng().random());
-    let remote_rtcp = SocketAddr::new(
+    let mut remote_rtcp = SocketAddr::new(
         negotiated.remote_rtp.ip(),
         negotiated.remote_rtp.port().saturating_add(1),
     );
@@ -213,6 +213,9 @@ async fn run(
                             let _ = events.send(Event::Error { message: format!("call {call}: no media for {} s", silent_for.as_secs()) });
                         }
                         MediaEvent::MediaResumed => {}
+                        MediaEvent::Latched(rtp) => {
+                            remote_rtcp = SocketAddr::new(rtp.ip(), rtp.port().saturating_add(1));
+                        }
                     }
                 }
                 if let Some(packet) = rtcp.handle_timeout(now) {
@@ -230,10 +233,12 @@ async fn run(
             }
             received = sockets.rtcp.recv_from(&mut rtcp_buf) => {
                 if let Ok((len, from)) = received {
-                    if from.ip() == remote_rtcp.ip() {
+                    if from.ip() == stream.remote().ip() {
                         let now = Instant::now().into_std();
                         match rtcp.handle_rtcp(now, &rtcp_buf[..len]) {
                             Ok(()) => {
+                                // Symmetric RTCP: answer where reports come from.
+                                remote_rtcp = from;
                                 if let Some(fraction) = rtcp.remote_fraction_lost() {
                                     let percent = u8::try_from(u32::from(fraction) * 100 / 256).unwrap_or(100);
                                     let _ = stream.set_expected_loss(percent);
@@ -256,5 +261,6 @@ async fn run(
         }
     }
     let _ = events.send(report(&rtcp));
+    tracing::info!(call, stats = ?stream.stats(), "call media ended");
     device.stop().map_err(|e| e.to_string())
 }
