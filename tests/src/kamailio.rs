@@ -7,15 +7,15 @@ use std::fs;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use locus_core::Transport;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::certs::TestPki;
 use crate::loopback;
+use crate::process::{which, Daemon};
 use crate::HarnessError;
 
 /// The digest algorithm Kamailio challenges with.
@@ -63,7 +63,7 @@ impl Default for KamailioConfig {
 /// A running Kamailio.
 #[derive(Debug)]
 pub struct Kamailio {
-    child: Option<Child>,
+    daemon: Option<Daemon>,
     dir: tempfile::TempDir,
     config: KamailioConfig,
     /// The loopback address it listens on.
@@ -112,7 +112,7 @@ impl Kamailio {
             fs::write(dir.path().join("tls.cfg"), render_tls(pki))?;
         }
         let mut k = Kamailio {
-            child: None,
+            daemon: None,
             dir,
             config,
             ip,
@@ -126,12 +126,7 @@ impl Kamailio {
 
     fn spawn(&mut self, binary: &Path) -> Result<(), HarnessError> {
         let dir = self.dir.path();
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("kamailio.log"))?;
-        let child = {
-            use std::os::unix::process::CommandExt as _;
+        self.daemon = Some(Daemon::spawn(
             Command::new(binary)
                 .arg("-f")
                 .arg(dir.join("kamailio.cfg"))
@@ -139,15 +134,9 @@ impl Kamailio {
                 .arg("-Y")
                 .arg(dir)
                 .arg("-w")
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                // Its own process group, so stopping it reaches every child.
-                .process_group(0)
-                .spawn()?
-        };
-        self.child = Some(child);
+                .arg(dir),
+            &dir.join("kamailio.log"),
+        )?);
         self.wait_ready(Duration::from_secs(15))
     }
 
@@ -165,8 +154,8 @@ impl Kamailio {
         );
         let mut buf = [0u8; 2048];
         while Instant::now() < deadline {
-            if let Some(child) = &mut self.child {
-                if let Some(status) = child.try_wait()? {
+            if let Some(daemon) = &mut self.daemon {
+                if let Some(status) = daemon.try_wait()? {
                     return Err(HarnessError::Kamailio(format!(
                         "exited with {status} during start:\n{}",
                         self.log_tail()
@@ -204,7 +193,7 @@ impl Kamailio {
 
     /// The main process id.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.daemon.as_ref().map(Daemon::id)
     }
 
     /// Runs `kamcmd` against this instance's control socket.
@@ -248,24 +237,7 @@ impl Kamailio {
 
     /// Stops Kamailio (SIGTERM to its process group, SIGKILL after 3 s).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let Ok(raw) = i32::try_from(child.id()) else {
-            return;
-        };
-        let group = Pid::from_raw(raw);
-        let _ = killpg(group, Signal::SIGCONT);
-        let _ = killpg(group, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = killpg(group, Signal::SIGKILL);
-        let _ = child.wait();
+        self.daemon = None;
     }
 
     /// Stops and starts again at the same address with an empty location
@@ -288,11 +260,10 @@ impl Kamailio {
     }
 
     fn signal(&self, signal: Signal) -> Result<(), HarnessError> {
-        let pid = self
-            .pid()
-            .ok_or_else(|| HarnessError::Kamailio("not running".into()))?;
-        let pid = i32::try_from(pid).map_err(|_| HarnessError::Kamailio("bad pid".into()))?;
-        killpg(Pid::from_raw(pid), signal)
+        self.daemon
+            .as_ref()
+            .ok_or_else(|| HarnessError::Kamailio("not running".into()))?
+            .signal(signal)
             .map_err(|e| HarnessError::Kamailio(format!("{signal}: {e}")))
     }
 
@@ -313,20 +284,6 @@ impl Kamailio {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/sbin".into()])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 fn module_dir() -> Option<PathBuf> {
