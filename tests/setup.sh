@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Locus needs to build, run its demo and run its tests, when it
-# is missing: Debian packages (Kamailio with sqlite and TLS modules, a JDK and
-# Maven for the Kotlin tests, a C compiler and cmake for the bundled sqlite,
-# ring and libopus builds) and
-# the Rust components used by the checks. Maven artifacts are fetched by
-# Maven itself on first use. Safe to run again: it installs nothing twice.
+# is missing: Debian packages (Kamailio with sqlite and TLS modules, baresip
+# as the independent peer, espeak-ng for test speech, a JDK and Maven for the
+# Kotlin tests, a C compiler and cmake for the bundled sqlite, ring and
+# libopus builds), the PyPI packages that score speech quality (pesq, numpy,
+# scipy) and the Rust components used by the checks. Maven artifacts are
+# fetched by Maven itself on first use. Safe to run again: it installs
+# nothing twice.
 set -euo pipefail
 
 as_root() {
@@ -28,11 +30,21 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
+command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! python3 -c 'import pesq, numpy, scipy' >/dev/null 2>&1; then
+    echo "setup: installing the PyPI packages pesq, numpy, scipy"
+    # Debian's own python3 refuses system-wide pip installs (PEP 668).
+    python3 -m pip install --quiet pesq numpy scipy 2>/dev/null \
+        || python3 -m pip install --quiet --break-system-packages pesq numpy scipy
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

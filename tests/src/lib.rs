@@ -4,6 +4,7 @@
 //! Everything listens on 127.0.0.0/8 only, and every process started here is
 //! stopped by process id when its handle is dropped.
 
+pub mod baresip;
 pub mod certs;
 pub mod kamailio;
 pub mod loopback;
@@ -31,7 +32,15 @@ pub enum HarnessError {
     /// A WAV file could not be written.
     #[error("wav: {0}")]
     Wav(#[from] hound::Error),
+    /// Audio could not be converted or scored.
+    #[error("audio: {0}")]
+    Audio(String),
+    /// baresip failed to start or misbehaved.
+    #[error("baresip: {0}")]
+    Baresip(String),
 }
 
 pub mod phones;
+pub mod process;
+pub mod quality;
 pub mod voice;

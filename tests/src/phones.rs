@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use locus_core::{AccountConfig, Event, Events, FailureReason, Transport};
+use locus_core::{AccountConfig, CallState, Event, Events, FailureReason, Phone, Transport};
 
 use crate::Kamailio;
 
@@ -84,4 +84,43 @@ pub async fn next_failure(events: &mut Events, limit: Duration) -> Result<Failur
         }),
         other => Err(vec![other]),
     }
+}
+
+/// Starts a phone for `user` and waits until it is registered.
+///
+/// # Panics
+/// When it is not registered within 10 s (this is for tests).
+pub async fn registered(
+    k: &Kamailio,
+    user: &str,
+    password: &str,
+    transport: Transport,
+) -> (Phone, Events) {
+    let (phone, mut events) = Phone::start(account(k, user, password, transport))
+        .await
+        .unwrap_or_else(|e| panic!("{user} cannot start: {e}"));
+    phone
+        .register()
+        .unwrap_or_else(|e| panic!("{user} cannot register: {e}"));
+    wait_for(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("{user} not registered: {seen:?}"));
+    (phone, events)
+}
+
+/// Waits for a call to reach `wanted`; returns the event (with its reason).
+///
+/// # Panics
+/// When it does not within 10 s (this is for tests).
+pub async fn reach(events: &mut Events, who: &str, wanted: CallState) -> Event {
+    wait_for(
+        events,
+        Duration::from_secs(10),
+        |e| matches!(e, Event::CallState { state, .. } if *state == wanted),
+    )
+    .await
+    .unwrap_or_else(|seen| panic!("{who} not {wanted:?}: {seen:?}"))
+    .0
 }
