@@ -7,7 +7,9 @@
 //! blocks or allocates on the other's account; a full or empty ring drops
 //! or pads samples, and both sides count that.
 
+pub mod echo;
 pub mod resample;
+pub mod sound_card;
 pub mod wav;
 
 use rtrb::{Consumer, Producer, RingBuffer};
@@ -39,6 +41,12 @@ pub enum AudioError {
     /// The device's thread could not start.
     #[error("audio thread: {0}")]
     Thread(std::io::Error),
+    /// The sound card could not be opened or used.
+    #[error("sound card: {0}")]
+    Device(String),
+    /// Echo cancellation failed.
+    #[error("audio processing: {0}")]
+    Processing(String),
 }
 
 /// The media thread's ends of a running device.
@@ -84,6 +92,9 @@ pub trait AudioDevice: Send {
     fn start(&mut self) -> Result<AudioIo, AudioError>;
     /// Whether the capture side has nothing more to give (a file that ended).
     fn capture_finished(&self) -> bool;
+    /// Whether the microphone hears the loudspeaker, so that calls need
+    /// echo cancellation (a sound card: yes; files: no).
+    fn acoustic_echo(&self) -> bool;
     /// Stops the device and finishes what it writes.
     fn stop(&mut self) -> Result<(), AudioError>;
 }

@@ -112,6 +112,10 @@ impl AudioDevice for WavDevice {
         self.finished.load(Ordering::Relaxed)
     }
 
+    fn acoustic_echo(&self) -> bool {
+        false
+    }
+
     fn stop(&mut self) -> Result<(), AudioError> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(JoinHandle::join) {
