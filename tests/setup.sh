@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Locus needs to build, run its demo and run its tests, when it
-# is missing: Debian packages (Kamailio with sqlite and TLS modules, baresip
+# is missing: Debian packages (ALSA headers, autotools and libclang for the
+# audio crates, Kamailio with sqlite and TLS modules, baresip
 # as the independent peer, espeak-ng for test speech, a JDK and Maven for the
 # Kotlin tests, a C compiler and cmake for the bundled sqlite, ring and
 # libopus builds), the PyPI packages that score speech quality (pesq, numpy,
@@ -30,6 +31,12 @@ command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+# The sound-card backend (cpal) links ALSA; the bundled WebRTC audio
+# processing builds with autotools and its bindings need libclang.
+[ -e /usr/include/alsa/asoundlib.h ] || missing+=(libasound2-dev)
+command -v libtoolize >/dev/null 2>&1 || missing+=(libtool)
+command -v autoreconf >/dev/null 2>&1 || missing+=(autoconf automake)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)

@@ -31,13 +31,16 @@ pub struct AccountSettings {
     pub state_dir: Option<String>,
 }
 
-/// Where a call's audio comes from and goes to: WAV files for now.
+/// Where a call's audio comes from and goes to.
 #[derive(Debug, Clone, Default, uniffi::Record)]
 pub struct CallAudioSettings {
     /// WAV file to send (silence when absent).
     pub input: Option<String>,
     /// WAV file to record what is heard (dropped when absent).
     pub output: Option<String>,
+    /// Use the microphone and loudspeaker (with echo cancellation) instead
+    /// of the files.
+    pub sound_card: bool,
 }
 
 impl From<CallAudioSettings> for locus_core::CallAudio {
@@ -45,6 +48,7 @@ impl From<CallAudioSettings> for locus_core::CallAudio {
         locus_core::CallAudio {
             input: a.input.map(PathBuf::from),
             output: a.output.map(PathBuf::from),
+            sound_card: a.sound_card,
         }
     }
 }
@@ -308,6 +312,11 @@ impl Phone {
     /// Sends DTMF digits in a connected call.
     pub fn send_dtmf(&self, call: u64, digits: String) -> Result<(), LocusError> {
         self.with_phone(|p| p.send_dtmf(call, &digits))
+    }
+
+    /// Mutes or unmutes the microphone in a call (silence is sent).
+    pub fn mute(&self, call: u64, muted: bool) -> Result<(), LocusError> {
+        self.with_phone(|p| p.mute(call, muted))
     }
 
     /// The local SIP address, `ip:port`.

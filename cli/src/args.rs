@@ -78,6 +78,8 @@ pub enum Command {
         #[arg(long = "for", value_name = "SECONDS", default_value = "3")]
         duration: f64,
     },
+    /// List the audio devices.
+    Devices,
 }
 
 /// Where a call's audio comes from and goes to.
@@ -92,17 +94,13 @@ pub struct AudioArgs {
 }
 
 impl AudioArgs {
-    /// The phone's form; without files, silence is sent and what is heard
-    /// is dropped, with a warning (sound devices are not supported yet).
+    /// The phone's form: the WAV files when either is given, else the
+    /// default sound card (CLI.md).
     pub fn into_call_audio(self) -> locus_core::CallAudio {
         if self.audio_in.is_none() && self.audio_out.is_none() {
-            tracing::warn!(
-                "no --audio-in/--audio-out: sending silence (sound devices are not supported yet)"
-            );
-        }
-        locus_core::CallAudio {
-            input: self.audio_in,
-            output: self.audio_out,
+            locus_core::CallAudio::sound_card()
+        } else {
+            locus_core::CallAudio::files(self.audio_in, self.audio_out)
         }
     }
 }

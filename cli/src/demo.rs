@@ -95,13 +95,7 @@ async fn call(
     write_voice_wav(&said, seconds + 1).map_err(locus_tests::HarnessError::from)?;
     out.note(&format!("alice calls bob, sending {} ...", said.display()));
     let call = alice
-        .call(
-            "bob",
-            CallAudio {
-                input: Some(said),
-                output: None,
-            },
-        )?
+        .call("bob", CallAudio::files(Some(said), None))?
         .id()
         .await?;
     let mut connected = false;
@@ -129,7 +123,7 @@ async fn call(
             Some(ev) = bob_events.recv() => {
                 out.event(Some("bob"), &ev);
                 if let Event::IncomingCall { call, .. } = ev {
-                    bob.answer(call, CallAudio { input: None, output: Some(heard.clone()) })?;
+                    bob.answer(call, CallAudio::files(None, Some(heard.clone())))?;
                 }
             }
             () = hang_up => alice.hangup(call)?,

@@ -4,6 +4,7 @@
 mod args;
 mod call;
 mod demo;
+mod devices;
 mod output;
 mod register;
 
@@ -88,6 +89,7 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { duration } => demo::run(duration, &out).await,
+            Command::Devices => devices::run(cli.json),
         }
     });
     match result {

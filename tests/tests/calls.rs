@@ -43,10 +43,7 @@ async fn each_hears_what_the_other_says() {
     let dir = tempfile::tempdir().unwrap();
     let speech = Speech::generate(dir.path()).unwrap();
     let heard = |who: &str| dir.path().join(format!("{who}-heard.wav"));
-    let audio = |who: &str| CallAudio {
-        input: Some(speech.send.clone()),
-        output: Some(heard(who)),
-    };
+    let audio = |who: &str| CallAudio::files(Some(speech.send.clone()), Some(heard(who)));
 
     let (call, bob_call) = ring(&alice, &mut bob_events, "bob", audio("alice")).await;
     bob.answer(bob_call, audio("bob")).unwrap();

@@ -67,10 +67,7 @@ async fn locus_calls_baresip_with_opus_and_baresip_hangs_up() {
     let mut bob = baresip_bob(&k, &speech, &[], true).await;
     let (alice, mut events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
     let heard = dir.path().join("alice-heard.wav");
-    let audio = CallAudio {
-        input: Some(speech.send.clone()),
-        output: Some(heard.clone()),
-    };
+    let audio = CallAudio::files(Some(speech.send.clone()), Some(heard.clone()));
 
     alice.call("bob", audio).unwrap().id().await.unwrap();
     reach(&mut events, "alice", CallState::Connected).await;
@@ -142,10 +139,7 @@ async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
     alice
         .answer(
             call,
-            CallAudio {
-                input: Some(speech.send.clone()),
-                output: Some(heard.clone()),
-            },
+            CallAudio::files(Some(speech.send.clone()), Some(heard.clone())),
         )
         .unwrap();
     reach(&mut events, "alice", CallState::Connected).await;

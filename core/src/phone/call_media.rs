@@ -10,7 +10,9 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::audio::echo::DeviceEchoCanceller;
 use crate::audio::resample::FrameResampler;
+use crate::audio::sound_card::SoundCard;
 use crate::audio::wav::WavDevice;
 use crate::audio::{AudioDevice, AudioIo};
 use crate::media::rtcp_report::RtcpSession;
@@ -21,13 +23,36 @@ use super::datagram::DatagramSocket;
 use super::event::{CallId, Event};
 use super::PhoneError;
 
-/// Where a call's audio comes from and goes to.
+/// Where a call's audio comes from and goes to. The default is silence
+/// both ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CallAudio {
     /// WAV file to send (silence when `None`).
     pub input: Option<PathBuf>,
     /// WAV file to record what we hear (discarded when `None`).
     pub output: Option<PathBuf>,
+    /// Use the default sound card (microphone and loudspeaker, with echo
+    /// cancellation) instead of the files.
+    pub sound_card: bool,
+}
+
+impl CallAudio {
+    /// WAV files: `input` is sent, what is heard is recorded to `output`.
+    pub fn files(input: Option<PathBuf>, output: Option<PathBuf>) -> CallAudio {
+        CallAudio {
+            input,
+            output,
+            sound_card: false,
+        }
+    }
+
+    /// The default microphone and loudspeaker.
+    pub fn sound_card() -> CallAudio {
+        CallAudio {
+            sound_card: true,
+            ..CallAudio::default()
+        }
+    }
 }
 
 /// An RTP socket and the RTCP socket on the port above it.
@@ -87,6 +112,7 @@ impl RtpSockets {
 pub(crate) enum MediaCommand {
     Dtmf(String),
     Direction(Direction),
+    Mute(bool),
 }
 
 /// The driver's handle on a call's media.
@@ -122,6 +148,33 @@ pub(crate) fn spawn(
     MediaHandle { commands }
 }
 
+/// Opens the call's audio device. A sound card that cannot be opened (none
+/// present, or busy) does not fail the call: it goes on in silence, and
+/// the user is told why.
+fn open_device(
+    call: CallId,
+    audio: &CallAudio,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Result<(Box<dyn AudioDevice>, AudioIo), String> {
+    if audio.sound_card {
+        let mut card = SoundCard::default();
+        match card.start() {
+            Ok(io) => return Ok((Box::new(card), io)),
+            Err(e) => {
+                let _ = events.send(Event::Error {
+                    message: format!(
+                        "call {call}: no sound card ({e}); the call goes on without audio"
+                    ),
+                });
+            }
+        }
+    }
+    let mut device = WavDevice::open(audio.input.as_deref(), audio.output.as_deref())
+        .map_err(|e| e.to_string())?;
+    let io = device.start().map_err(|e| e.to_string())?;
+    Ok((Box::new(device), io))
+}
+
 async fn run(
     call: CallId,
     negotiated: Negotiated,
@@ -130,13 +183,20 @@ async fn run(
     mut commands: mpsc::UnboundedReceiver<MediaCommand>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), String> {
-    let mut device = WavDevice::open(audio.input.as_deref(), audio.output.as_deref())
-        .map_err(|e| e.to_string())?;
-    let AudioIo {
-        mut capture,
-        mut playout,
-    } = device.start().map_err(|e| e.to_string())?;
+    let (
+        mut device,
+        AudioIo {
+            mut capture,
+            mut playout,
+        },
+    ) = open_device(call, &audio, events)?;
     let device_rate = device.sample_rate();
+    let mut echo = if device.acoustic_echo() {
+        Some(DeviceEchoCanceller::new(device_rate).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let mut muted = false;
     let codec = negotiated.codec;
     let mut up = FrameResampler::new(device_rate, codec.clock_rate()).map_err(|e| e.to_string())?;
     let mut down =
@@ -188,6 +248,15 @@ async fn run(
                     }
                 }
                 frame.resize(n, 0);
+                if let Some(echo) = echo.as_mut() {
+                    match echo.capture(&frame) {
+                        Ok(clean) => frame = clean,
+                        Err(e) => tracing::warn!(error = %e, "echo cancellation failed"),
+                    }
+                }
+                if muted {
+                    frame.fill(0);
+                }
                 let pcm = up.process(&frame, codec_frame);
                 if sending {
                     let timestamp = stream.rtp_timestamp();
@@ -199,8 +268,13 @@ async fn run(
                         Err(e) => tracing::warn!(error = %e, "encoding failed"),
                     }
                 }
-                let heard = stream.play_frame(now);
-                for s in down.process(&heard, device_frame) {
+                let heard = down.process(&stream.play_frame(now), device_frame);
+                if let Some(echo) = echo.as_mut() {
+                    if let Err(e) = echo.render(&heard) {
+                        tracing::warn!(error = %e, "echo reference dropped");
+                    }
+                }
+                for s in heard {
                     // A full ring means the device stalled: drop, don't block.
                     let _ = playout.push(s);
                 }
@@ -256,11 +330,17 @@ async fn run(
                     }
                 }
                 Some(MediaCommand::Direction(d)) => sending = matches!(d, Direction::SendRecv | Direction::SendOnly),
+                Some(MediaCommand::Mute(m)) => muted = m,
                 None => break,
             },
         }
     }
     let _ = events.send(report(&rtcp));
-    tracing::info!(call, stats = ?stream.stats(), "call media ended");
+    tracing::info!(
+        call,
+        stats = ?stream.stats(),
+        echo_return_loss_enhancement_db = ?echo.as_ref().and_then(DeviceEchoCanceller::echo_return_loss_enhancement),
+        "call media ended"
+    );
     device.stop().map_err(|e| e.to_string())
 }

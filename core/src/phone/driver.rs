@@ -51,9 +51,10 @@ pub(crate) enum Command {
     Hangup {
         call: CallId,
     },
-    Dtmf {
+    /// Something for the call's running media (DTMF, mute).
+    Media {
         call: CallId,
-        digits: String,
+        command: MediaCommand,
     },
     Hold {
         call: CallId,
@@ -206,13 +207,13 @@ impl Driver {
             Some(Command::Reject { call, status }) => self.endpoint.reject(now(), call, status),
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
             Some(Command::Hold { call, hold }) => self.hold(call, hold),
-            Some(Command::Dtmf { call, digits }) => {
+            Some(Command::Media { call, command }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
-                        let _ = media.commands.send(MediaCommand::Dtmf(digits));
+                        let _ = media.commands.send(command);
                     }
                     None => self.emit(Event::Error {
-                        message: format!("call {call} has no media to send DTMF on"),
+                        message: format!("call {call} has no media for {command:?}"),
                     }),
                 }
             }

@@ -32,6 +32,7 @@ pub use config::{AccountConfig, DEFAULT_EXPIRES};
 pub use event::{CallId, CallState, Event, RegistrationState};
 pub use server::ServerTarget;
 
+use call_media::MediaCommand;
 use connection::TlsSetup;
 use driver::{Command, Driver, Sockets};
 
@@ -273,11 +274,18 @@ impl Phone {
 
     /// Sends DTMF digits in a connected call.
     pub fn send_dtmf(&self, call: CallId, digits: &str) -> Result<(), PhoneError> {
+        self.media(call, MediaCommand::Dtmf(digits.to_owned()))
+    }
+
+    /// Mutes or unmutes the microphone in a call: while muted, silence is
+    /// sent (the peer keeps receiving RTP, so nothing looks broken).
+    pub fn mute(&self, call: CallId, muted: bool) -> Result<(), PhoneError> {
+        self.media(call, MediaCommand::Mute(muted))
+    }
+
+    fn media(&self, call: CallId, command: MediaCommand) -> Result<(), PhoneError> {
         self.commands
-            .send(Command::Dtmf {
-                call,
-                digits: digits.to_owned(),
-            })
+            .send(Command::Media { call, command })
             .map_err(|_| PhoneError::Stopped)
     }
 

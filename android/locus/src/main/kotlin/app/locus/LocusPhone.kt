@@ -42,13 +42,16 @@ class LocusPhone private constructor(
     /** Removes the registration. */
     fun unregister() = phone.unregister()
 
-    /** Calls [target] (a SIP URI or a user name); returns the call's id. */
+    /**
+     * Calls [target] (a SIP URI or a user name); returns the call's id. Without
+     * WAV files the microphone and loudspeaker are used.
+     */
     suspend fun call(target: String, audioIn: String? = null, audioOut: String? = null): ULong =
-        phone.call(target, CallAudioSettings(audioIn, audioOut))
+        phone.call(target, audio(audioIn, audioOut))
 
-    /** Answers an incoming call. */
+    /** Answers an incoming call; without WAV files with the microphone and loudspeaker. */
     fun answer(call: ULong, audioIn: String? = null, audioOut: String? = null) =
-        phone.answer(call, CallAudioSettings(audioIn, audioOut))
+        phone.answer(call, audio(audioIn, audioOut))
 
     /** Refuses an incoming call, as busy or as declined. */
     fun reject(call: ULong, busy: Boolean = true) = phone.reject(call, busy)
@@ -64,6 +67,12 @@ class LocusPhone private constructor(
 
     /** Sends DTMF digits in a connected call. */
     fun sendDtmf(call: ULong, digits: String) = phone.sendDtmf(call, digits)
+
+    /** Mutes or unmutes the microphone in a call (the peer hears silence). */
+    fun mute(call: ULong, muted: Boolean = true) = phone.mute(call, muted)
+
+    private fun audio(audioIn: String?, audioOut: String?) =
+        CallAudioSettings(audioIn, audioOut, soundCard = audioIn == null && audioOut == null)
 
     /** Unregisters (waiting a few seconds at most) and stops the phone. */
     suspend fun shutdown() = phone.shutdown()

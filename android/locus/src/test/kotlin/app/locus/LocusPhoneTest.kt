@@ -80,6 +80,9 @@ class LocusPhoneTest {
                 val call = alice.call(peer)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
                 answering.join()
+                alice.mute(call)
+                alice.sendDtmf(call, "1")
+                alice.mute(call, muted = false)
                 alice.hold(call)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "held" } }
                 alice.resume(call)
