@@ -1,11 +1,13 @@
 //! Cost of one 20 ms frame through the media path: encode, RTP, jitter
-//! buffer, decode. Echo cancellation is not in the path yet.
+//! buffer, decode, and echo cancellation (which runs at the 48 kHz device
+//! rate whatever the codec: the played frame in, the captured frame out).
 //! Run: `cargo bench -p locus-core --bench frame`.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use locus_core::audio::echo::{EchoCanceller, RATE};
 use locus_core::media::sdp::{Codec, Direction, Negotiated};
 use locus_core::media::stream::MediaStream;
 
@@ -33,6 +35,10 @@ fn frame(c: &mut Criterion) {
         let pcm: Vec<i16> = (0..n)
             .map(|i| ((i as f64 * 0.05).sin() * 8000.0) as i16)
             .collect();
+        let mut aec = EchoCanceller::new().unwrap_or_else(|e| panic!("{e}"));
+        let device: Vec<i16> = (0..RATE as usize / 50)
+            .map(|i| ((i as f64 * 0.01).sin() * 8000.0) as i16)
+            .collect();
         let mut tick = 0u64;
         c.bench_function(
             &format!("{}: encode+rtp+jitter+decode per 20 ms frame", codec.name()),
@@ -43,6 +49,22 @@ fn frame(c: &mut Criterion) {
                     let packet = alice.send_frame(&pcm).unwrap_or_default();
                     bob.handle_datagram(now, a, &packet);
                     bob.play_frame(now)
+                })
+            },
+        );
+        c.bench_function(
+            &format!("{}: ... + echo cancellation per 20 ms frame", codec.name()),
+            |bench| {
+                bench.iter(|| {
+                    tick += 1;
+                    let now = t0 + Duration::from_millis(20 * tick);
+                    let packet = alice.send_frame(&pcm).unwrap_or_default();
+                    bob.handle_datagram(now, a, &packet);
+                    let played = bob.play_frame(now);
+                    let _ = aec.render(&device);
+                    let mut captured = device.clone();
+                    let _ = aec.capture(&mut captured);
+                    (played, captured)
                 })
             },
         );
