@@ -102,6 +102,11 @@ const BASELINE_CREEP_MS_PER_PACKET: f64 = 0.02;
 const TIMESTAMP_JUMP_MS: f64 = 10_000.0;
 /// Fewest frames between two level adjustments (accelerate or expand).
 const ADJUST_EVERY: u32 = 4;
+/// Recent loss rate above which one more frame is buffered for FEC.
+const LOSSY: f64 = 0.01;
+/// Weight of each played or lost frame in the recent loss rate (a memory
+/// of about 200 frames, 4 s).
+const LOSS_SMOOTHING: f64 = 1.0 / 200.0;
 /// Frames in a row the decoding stage may keep before one is dropped
 /// regardless (a second: speech pauses more often than that).
 pub const EXCESS_OFFERS: u32 = 50;
@@ -134,6 +139,8 @@ pub struct JitterBuffer {
     underrun_frames: u32,
     /// Excess frames offered and kept in a row.
     excess_offers: u32,
+    /// Fraction of recent frames lost, smoothed.
+    loss_rate: f64,
     stats: JitterStats,
 }
 
@@ -157,6 +164,7 @@ impl JitterBuffer {
             since_adjust: 0,
             underrun_frames: 0,
             excess_offers: 0,
+            loss_rate: 0.0,
             stats: JitterStats::default(),
         }
     }
@@ -276,6 +284,7 @@ impl JitterBuffer {
         }
         self.next = Some(next + 1);
         self.stats.lost += 1;
+        self.loss_rate += (1.0 - self.loss_rate) * LOSS_SMOOTHING;
         match self.packets.get(&(next + 1)) {
             Some(p) => {
                 self.stats.fec_recovered += 1;
@@ -343,6 +352,7 @@ impl JitterBuffer {
     }
 
     fn mark_played(&mut self, ext: i64) {
+        self.loss_rate -= self.loss_rate * LOSS_SMOOTHING;
         self.underrun_frames = 0;
         self.stats.played += 1;
         if self.played.len() == 64 {
@@ -390,6 +400,13 @@ impl JitterBuffer {
         // The buffer level counts the frame about to play, so a target of
         // one frame means "play on arrival".
         self.target = Duration::from_millis(u64::from(quantile_ms)).max(self.frame);
+        if self.loss_rate > LOSSY && quantile_ms < 2 * BUCKET_MS.max(self.frame.as_millis() as u32)
+        {
+            // On a lossy path, hold the next packet when a frame plays, so
+            // that a loss is repaired from its FEC in place instead of
+            // being stretched over and later cut back.
+            self.target += self.frame;
+        }
     }
 
     /// Extends a 16-bit sequence number to a monotonic 64-bit one.
