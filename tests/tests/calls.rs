@@ -131,3 +131,77 @@ async fn busy_callee_ends_the_call_for_the_caller() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+/// The value of `name` in a SIP message's text.
+fn header<'a>(message: &'a str, name: &str) -> &'a str {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {message}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_an_offer_gets_one_and_the_ack_answers() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (bob, mut events) = registered(&k, "bob", "bob-secret", Transport::Udp).await;
+    // A bare UAC on loopback, sending straight to Bob's phone.
+    let sip = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let rtp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (me, phone) = (sip.local_addr().unwrap(), bob.local_addr());
+    let invite = format!(
+        "INVITE sip:bob@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKofferless;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=c1\r\nTo: <sip:bob@example.test>\r\n\
+         Call-ID: offerless-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@{me}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    sip.send_to(invite.as_bytes(), phone).await.unwrap();
+    let (incoming, _) = wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::IncomingCall { .. })
+    })
+    .await
+    .unwrap();
+    let Event::IncomingCall { call, .. } = incoming else {
+        unreachable!()
+    };
+    bob.answer(call, CallAudio::default()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let ok = loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sip.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("SIP/2.0 200") {
+            break text;
+        }
+    };
+    assert!(
+        ok.contains("m=audio ") && ok.contains("opus/48000/2"),
+        "{ok}"
+    );
+    // Answer the offer in the ACK: PCMU only, to our RTP socket.
+    let rtp_port = rtp.local_addr().unwrap().port();
+    let answer = format!(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+    );
+    let ack = format!(
+        "ACK sip:bob@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKack;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=c1\r\nTo: {to}\r\n\
+         Call-ID: offerless-1\r\nCSeq: 1 ACK\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {len}\r\n\r\n{answer}",
+        to = header(&ok, "To"),
+        len = answer.len()
+    );
+    sip.send_to(ack.as_bytes(), phone).await.unwrap();
+    reach(&mut events, "bob", CallState::Connected).await;
+    // Bob's media follows the answer: PCMU (payload type 0) to our port.
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), rtp.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(n > 12 && buf[1] & 0x7f == 0, "RTP with payload type 0");
+    bob.hangup(call).unwrap();
+    bob.shutdown().await;
+}

@@ -72,9 +72,18 @@ struct CallSlot {
     /// Bound before our offer or answer names them.
     sockets: Option<RtpSockets>,
     local: Option<LocalMedia>,
-    /// The caller's offer, until we answer.
-    offer: Option<String>,
+    /// What the caller's INVITE brought, until we answer.
+    incoming: Option<Incoming>,
     media: Option<MediaHandle>,
+}
+
+/// An incoming call's INVITE, as far as media goes.
+#[derive(Debug)]
+enum Incoming {
+    /// It offered this session description; our 200 answers it.
+    Offer(String),
+    /// It offered nothing (RFC 3261 §13.2.1): our 200 offers, the ACK answers.
+    NoOffer,
 }
 
 /// Sockets bound before the driver starts, so binding errors reach the caller.
@@ -265,32 +274,32 @@ impl Driver {
     }
 
     fn incoming_call(&mut self, call: CallId, from: &str, offer: Option<Body>) {
-        match offer {
-            Some(body) => {
-                let offer = String::from_utf8_lossy(&body.bytes).into_owned();
-                self.calls.insert(
-                    call,
-                    CallSlot {
-                        offer: Some(offer),
-                        ..Default::default()
-                    },
-                );
-                self.emit(Event::IncomingCall {
-                    call,
-                    from: from.to_owned(),
-                });
-            }
-            // An INVITE without an offer needs our offer in the 200 and the
-            // answer in the ACK; not supported yet.
-            None => self.endpoint.reject(now(), call, 488),
-        }
+        let incoming = match offer {
+            Some(body) => Incoming::Offer(String::from_utf8_lossy(&body.bytes).into_owned()),
+            None => Incoming::NoOffer,
+        };
+        self.calls.insert(
+            call,
+            CallSlot {
+                incoming: Some(incoming),
+                ..Default::default()
+            },
+        );
+        self.emit(Event::IncomingCall {
+            call,
+            from: from.to_owned(),
+        });
     }
 
     fn answer(&mut self, call: CallId, audio: CallAudio) {
-        let Some(offer) = self.calls.get_mut(&call).and_then(|c| c.offer.take()) else {
-            return self.emit(Event::Error {
-                message: format!("call {call} is not waiting to be answered"),
-            });
+        let offer = match self.calls.get_mut(&call).and_then(|c| c.incoming.take()) {
+            Some(Incoming::Offer(offer)) => offer,
+            Some(Incoming::NoOffer) => return self.answer_with_offer(call, audio),
+            None => {
+                return self.emit(Event::Error {
+                    message: format!("call {call} is not waiting to be answered"),
+                })
+            }
         };
         let answered = self.prepare_media().and_then(|(sockets, local)| {
             Ok((
@@ -319,6 +328,28 @@ impl Driver {
         }
     }
 
+    /// Answers an INVITE that had no offer: our 200 offers, and the media
+    /// starts when the ACK brings the answer.
+    fn answer_with_offer(&mut self, call: CallId, audio: CallAudio) {
+        match self.prepare_media() {
+            Ok((sockets, local)) => {
+                self.endpoint
+                    .answer(now(), call, Some(Body::sdp(sdp::offer(&local))));
+                if let Some(slot) = self.calls.get_mut(&call) {
+                    slot.audio = audio;
+                    slot.sockets = Some(sockets);
+                    slot.local = Some(local);
+                }
+            }
+            Err(e) => {
+                self.endpoint.reject(now(), call, 500);
+                self.emit(Event::Error {
+                    message: format!("call {call}: {e}"),
+                });
+            }
+        }
+    }
+
     /// Turns a call's protocol event into media actions and public events.
     fn call_event(&mut self, call: CallId, event: CallEvent) {
         match event {
@@ -328,7 +359,7 @@ impl Driver {
                 reason: None,
             }),
             CallEvent::Connected { body } => {
-                if let Err(why) = self.start_caller_media(call, body) {
+                if let Err(why) = self.start_media_on_answer(call, body) {
                     self.endpoint.hangup(now(), call);
                     return self.emit(Event::Error {
                         message: format!("call {call}: {why}"),
@@ -355,9 +386,10 @@ impl Driver {
         }
     }
 
-    /// When we placed the call, its 2xx carries the answer to our offer;
-    /// when we answered, the media already runs.
-    fn start_caller_media(&mut self, call: CallId, answer: Option<Body>) -> Result<(), String> {
+    /// When we offered (placing the call, or answering an INVITE without an
+    /// offer), the 2xx or the ACK carries the answer; when we answered an
+    /// offer, the media already runs.
+    fn start_media_on_answer(&mut self, call: CallId, answer: Option<Body>) -> Result<(), String> {
         let slot = self.calls.entry(call).or_default();
         if slot.media.is_some() {
             return Ok(());

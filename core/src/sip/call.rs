@@ -94,7 +94,8 @@ pub enum CallEvent {
     },
     /// The call is established; `body` is the peer's session description.
     Connected {
-        /// The answer (caller) or the offer (callee, when the INVITE had one).
+        /// The answer (caller), the offer (callee, when the INVITE had one)
+        /// or the answer in the ACK (callee of an INVITE without an offer).
         body: Option<Body>,
     },
     /// The peer changed the session (re-INVITE): hold, resume, new media.
@@ -592,10 +593,13 @@ impl Call {
                 if self.state == State::Answered {
                     self.pending_2xx = None;
                     self.state = State::Connected;
+                    // The INVITE's offer; or, when it had none, the answer
+                    // to our offer in the 200, which the ACK carries.
                     let body = self
                         .invite
                         .as_ref()
-                        .and_then(|i| Body::of(&i.headers, &i.body));
+                        .and_then(|i| Body::of(&i.headers, &i.body))
+                        .or_else(|| Body::of(&request.headers, &request.body));
                     self.events.push_back(CallEvent::Connected { body });
                 }
             }
