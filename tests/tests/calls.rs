@@ -141,6 +141,24 @@ fn header<'a>(message: &'a str, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {message}"))
 }
 
+/// Reads SIP messages from `sip` until one starts with `start`.
+async fn receive(sip: &tokio::net::UdpSocket, start: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sip.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {start} within 5 s"))
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with(start) {
+            return text;
+        }
+    }
+}
+
+/// A bare caller that requires 100rel, asks for session timers and makes
+/// no offer: Locus's 180 comes reliably and is PRACKed, its 200 offers
+/// and grants the timer, and the ACK's answer sets the media.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_without_an_offer_gets_one_and_the_ack_answers() {
     init_logging();
@@ -153,9 +171,21 @@ async fn an_invite_without_an_offer_gets_one_and_the_ack_answers() {
     let invite = format!(
         "INVITE sip:bob@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKofferless;rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=c1\r\nTo: <sip:bob@example.test>\r\n\
-         Call-ID: offerless-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@{me}>\r\nContent-Length: 0\r\n\r\n"
+         Call-ID: offerless-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@{me}>\r\n\
+         Require: 100rel\r\nSupported: timer\r\nSession-Expires: 1800;refresher=uac\r\nContent-Length: 0\r\n\r\n"
     );
     sip.send_to(invite.as_bytes(), phone).await.unwrap();
+    let ringing = receive(&sip, "SIP/2.0 180").await;
+    assert_eq!(header(&ringing, "RSeq"), "1", "{ringing}");
+    let prack = format!(
+        "PRACK sip:bob@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKprack;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=c1\r\nTo: {to}\r\n\
+         Call-ID: offerless-1\r\nCSeq: 2 PRACK\r\nRAck: 1 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        to = header(&ringing, "To")
+    );
+    sip.send_to(prack.as_bytes(), phone).await.unwrap();
+    let prack_ok = receive(&sip, "SIP/2.0 200").await;
+    assert_eq!(header(&prack_ok, "CSeq"), "2 PRACK");
     let (incoming, _) = wait_for(&mut events, Duration::from_secs(5), |e| {
         matches!(e, Event::IncomingCall { .. })
     })
@@ -165,21 +195,13 @@ async fn an_invite_without_an_offer_gets_one_and_the_ack_answers() {
         unreachable!()
     };
     bob.answer(call, CallAudio::default()).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let ok = loop {
-        let (n, _) = tokio::time::timeout(Duration::from_secs(5), sip.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if text.starts_with("SIP/2.0 200") {
-            break text;
-        }
-    };
+    let ok = receive(&sip, "SIP/2.0 200").await;
     assert!(
         ok.contains("m=audio ") && ok.contains("opus/48000/2"),
         "{ok}"
     );
+    assert_eq!(header(&ok, "Session-Expires"), "1800;refresher=uac");
+    assert_eq!(header(&ok, "Require"), "timer");
     // Answer the offer in the ACK: PCMU only, to our RTP socket.
     let rtp_port = rtp.local_addr().unwrap().port();
     let answer = format!(
@@ -197,6 +219,7 @@ async fn an_invite_without_an_offer_gets_one_and_the_ack_answers() {
     sip.send_to(ack.as_bytes(), phone).await.unwrap();
     reach(&mut events, "bob", CallState::Connected).await;
     // Bob's media follows the answer: PCMU (payload type 0) to our port.
+    let mut buf = vec![0u8; 2048];
     let (n, _) = tokio::time::timeout(Duration::from_secs(2), rtp.recv_from(&mut buf))
         .await
         .unwrap()

@@ -651,6 +651,7 @@ fn end_reason(reason: &crate::sip::call::EndReason) -> String {
         R::NoAck => "no ACK".into(),
         R::Unreachable(why) => format!("unreachable: {why}"),
         R::DialogGone => "dialog gone".into(),
+        R::SessionExpired => "session expired".into(),
     }
 }
 

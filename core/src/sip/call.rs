@@ -25,6 +25,8 @@ use super::dialog::Dialog;
 use super::digest::{Challenge, DigestClient, Password};
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
+use super::reliable_provisional::{self, ReliableProvisional};
+use super::session_timer::{Due, SessionTimer, TimerHeader, MIN_SE};
 use super::transaction::{ClientFailure, Timers};
 use super::uri::Uri;
 
@@ -82,6 +84,8 @@ pub enum EndReason {
     Unreachable(String),
     /// The peer no longer knows the dialog (481).
     DialogGone,
+    /// The peer stopped refreshing the session (RFC 4028).
+    SessionExpired,
 }
 
 /// What the call reports.
@@ -145,6 +149,9 @@ pub struct CallConfig {
     pub timers: Timers,
 }
 
+/// The methods we take (the Allow header).
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Caller: INVITE sent, no final response.
@@ -186,6 +193,16 @@ pub struct Call {
     /// Whether `Ended` has been reported (it is, once, when the call ends
     /// for the user, even while its BYE is still in flight).
     end_reported: bool,
+    /// RFC 4028, when the peer asked for it; it runs once connected.
+    session_timer: Option<SessionTimer>,
+    /// Callee: what our 2xx says about the session timer.
+    session_timer_headers: Vec<TimerHeader>,
+    /// Our latest session description, which a refresh offers again.
+    local_body: Option<Body>,
+    /// Caller: the last reliable provisional we PRACKed (RFC 3262).
+    last_rseq: Option<u32>,
+    /// Callee: our 180, sent reliably because the caller requires it.
+    reliable_180: Option<ReliableProvisional>,
     actions: VecDeque<CallAction>,
     events: VecDeque<CallEvent>,
 }
@@ -207,24 +224,61 @@ impl Call {
         h.push("Call-ID", call_id);
         h.push("CSeq", "1 INVITE");
         h.push("Contact", NameAddr::new(config.contact.clone()).to_string());
-        h.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+        h.push("Allow", ALLOW);
+        h.push("Supported", "timer, 100rel");
         h.push("User-Agent", config.user_agent.clone());
-        set_body(&mut invite, offer);
+        set_body(&mut invite, offer.clone());
         let mut call = Call::new(config, rng, true, State::Calling);
+        call.local_body = offer;
         call.actions.push_back(CallAction::Request(invite.clone()));
         call.invite = Some(invite);
         call
     }
 
-    /// A call for an INVITE that arrived; answers 180 at once.
-    pub fn incoming(config: CallConfig, invite: Request, seed: u64) -> Call {
+    /// A call for an INVITE that arrived; answers 180 at once (or 422 when
+    /// the session timer it asks for is too short).
+    pub fn incoming(config: CallConfig, invite: Request, now: Instant, seed: u64) -> Call {
         let mut rng = StdRng::seed_from_u64(seed);
         let tag = format!("{:08x}", rng.random::<u32>());
         let mut call = Call::new(config, rng, false, State::Incoming);
+        let timer = SessionTimer::for_invite(&invite, now);
+        let unsupported: Vec<&str> = invite
+            .headers
+            .get_all("Require")
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|o| {
+                !o.eq_ignore_ascii_case(reliable_provisional::TAG)
+                    && !o.eq_ignore_ascii_case("timer")
+            })
+            .collect();
         match Dialog::from_uas(&invite, &tag) {
+            Ok(_) if !unsupported.is_empty() => {
+                let mut r = invite.response(420, "Bad Extension");
+                r.headers.push("Unsupported", unsupported.join(", "));
+                call.actions.push_back(CallAction::Respond(r));
+                call.finish(EndReason::Rejected(420));
+            }
+            Ok(_) if timer.is_err() => {
+                let mut r = invite.response(422, "Session Interval Too Small");
+                r.headers.push("Min-SE", MIN_SE.to_string());
+                call.actions.push_back(CallAction::Respond(r));
+                call.finish(EndReason::Rejected(422));
+            }
             Ok(dialog) => {
+                if let Ok(Some((timer, headers))) = timer {
+                    call.session_timer = Some(timer);
+                    call.session_timer_headers = headers;
+                }
                 call.dialog = Some(dialog);
-                let ringing = call.answer_with(&invite, 180, "Ringing", None);
+                let mut ringing = call.answer_with(&invite, 180, "Ringing", None);
+                if invite.headers.lists("Require", reliable_provisional::TAG) {
+                    let seq = invite.headers.cseq().map_or(1, |c| c.seq);
+                    let reliable =
+                        ReliableProvisional::new(ringing, 1, seq, now, call.config.timers.t1);
+                    ringing = reliable.response().clone();
+                    call.reliable_180 = Some(reliable);
+                }
                 call.actions.push_back(CallAction::Respond(ringing));
                 call.invite = Some(invite);
             }
@@ -256,6 +310,11 @@ impl Call {
             reinvite_retry: None,
             remote_reinvite: None,
             end_reported: false,
+            session_timer: None,
+            session_timer_headers: Vec::new(),
+            local_body: None,
+            last_rseq: None,
+            reliable_180: None,
             actions: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -299,7 +358,16 @@ impl Call {
         let Some(invite) = self.invite.clone() else {
             return;
         };
-        let ok = self.answer_with(&invite, 200, "OK", body);
+        // A final response ends the provisional's retransmission (§3).
+        self.reliable_180 = None;
+        let mut ok = self.answer_with(&invite, 200, "OK", body.clone());
+        for (name, value) in &self.session_timer_headers {
+            ok.headers.push(name, value.clone());
+        }
+        if let Some(timer) = &mut self.session_timer {
+            timer.refreshed(now);
+        }
+        self.local_body = body;
         let t1 = self.config.timers.t1;
         self.pending_2xx = Some((ok.clone(), t1, now + t1, now + t1 * 64));
         self.actions.push_back(CallAction::Respond(ok));
@@ -357,8 +425,9 @@ impl Call {
         }
     }
 
-    /// Callee of a re-INVITE: accept it with our answer.
-    pub fn accept_update(&mut self, body: Option<Body>) {
+    /// Callee of a re-INVITE: accept it with our answer. It refreshes the
+    /// session (and may reset its timer, RFC 4028 §9).
+    pub fn accept_update(&mut self, now: Instant, body: Option<Body>) {
         if let Some(req) = self.remote_reinvite.take() {
             let mut ok = req.response(200, "OK");
             if let Some(d) = &self.dialog {
@@ -368,7 +437,21 @@ impl Call {
                 "Contact",
                 NameAddr::new(self.config.contact.clone()).to_string(),
             );
-            set_body_response(&mut ok, body);
+            match SessionTimer::for_invite(&req, now) {
+                Ok(Some((timer, headers))) => {
+                    for (name, value) in headers {
+                        ok.headers.push(name, value);
+                    }
+                    self.session_timer = Some(timer);
+                }
+                _ => {
+                    if let Some(timer) = &mut self.session_timer {
+                        timer.refreshed(now);
+                    }
+                }
+            }
+            set_body_response(&mut ok, body.clone());
+            self.local_body = body;
             self.actions.push_back(CallAction::Respond(ok));
         }
     }
@@ -401,7 +484,15 @@ impl Call {
             NameAddr::new(self.config.contact.clone()).to_string(),
         );
         let seq = d.local_seq();
+        if let Some(timer) = &mut self.session_timer {
+            for (name, value) in timer.refresh_headers() {
+                req.headers.push(name, value);
+            }
+            // Any re-INVITE of ours refreshes; no second one on its heels.
+            timer.refresh_sent();
+        }
         set_body(&mut req, body.clone());
+        self.local_body = body.clone();
         self.reinvite = Some((seq, body));
         self.actions.push_back(CallAction::Request(req));
     }
@@ -428,6 +519,13 @@ impl Call {
         match response.status {
             // Any provisional, 100 included, allows a CANCEL (§9.1).
             100..=199 => {
+                if let Some(rseq) = reliable_provisional::rseq(&response.headers) {
+                    if self.last_rseq.is_some_and(|last| rseq <= last) {
+                        return; // a retransmission, already PRACKed
+                    }
+                    self.last_rseq = Some(rseq);
+                    self.send_prack(response, rseq);
+                }
                 self.got_provisional = true;
                 match self.state {
                     State::Cancelling => self.send_cancel(now),
@@ -437,7 +535,7 @@ impl Call {
                     _ => {}
                 }
             }
-            200..=299 => self.invite_accepted(response, body),
+            200..=299 => self.invite_accepted(now, response, body),
             401 | 407 if self.state == State::Calling && !self.answered_challenge => {
                 self.retry_with_credentials(response)
             }
@@ -456,19 +554,42 @@ impl Call {
         }
     }
 
-    fn invite_accepted(&mut self, response: &Response, body: Option<Body>) {
+    /// PRACKs a reliable provisional in the early dialog it forms.
+    fn send_prack(&mut self, response: &Response, rseq: u32) {
+        let Some(invite) = &self.invite else { return };
+        if self.dialog.is_none() {
+            match Dialog::from_uac(invite, response) {
+                Ok(d) => self.dialog = Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "a reliable provisional without a dialog");
+                    return;
+                }
+            }
+        }
+        let seq = invite.headers.cseq().map_or(1, |c| c.seq);
+        if let Some(d) = &mut self.dialog {
+            let mut prack = d.request(Method::Prack);
+            prack.headers.push("RAck", format!("{rseq} {seq} INVITE"));
+            self.actions.push_back(CallAction::Request(prack));
+        }
+    }
+
+    fn invite_accepted(&mut self, now: Instant, response: &Response, body: Option<Body>) {
         let Some(invite) = self.invite.clone() else {
             return;
         };
-        if self.dialog.is_none() {
-            match Dialog::from_uac(&invite, response) {
+        match &mut self.dialog {
+            // The early dialog of a reliable provisional: the 2xx may bring
+            // a new remote target.
+            Some(d) => d.handle_target_refresh_response(response),
+            None => match Dialog::from_uac(&invite, response) {
                 Ok(d) => self.dialog = Some(d),
                 Err(e) => {
                     tracing::warn!(error = %e, "2xx cannot form a dialog; ending the call");
                     self.finish(EndReason::Rejected(response.status));
                     return;
                 }
-            }
+            },
         }
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1);
         if let Some(d) = &self.dialog {
@@ -478,6 +599,7 @@ impl Call {
         match self.state {
             State::Calling => {
                 self.state = State::Connected;
+                self.session_timer = SessionTimer::from_response(response, now);
                 self.events.push_back(CallEvent::Connected { body });
             }
             // The 200 won the race with our CANCEL: ACK it, then BYE.
@@ -535,6 +657,14 @@ impl Call {
             return;
         }
         let body = self.reinvite.take().and_then(|(_, b)| b);
+        if let Some(timer) = &mut self.session_timer {
+            // Refreshed on success; on failure, tried again in half an
+            // interval (the peer's deadline still stands).
+            timer.refreshed(now);
+            if let Some(renewed) = SessionTimer::from_response(response, now) {
+                *timer = renewed;
+            }
+        }
         match response.status {
             200..=299 => {
                 if let Some(d) = &mut self.dialog {
@@ -609,6 +739,21 @@ impl Call {
                 self.pending_2xx = None;
                 self.finish(EndReason::RemoteHangup);
             }
+            Method::Prack => {
+                let confirms = self.reliable_180.as_ref().is_some_and(|p| {
+                    request
+                        .headers
+                        .get("RAck")
+                        .is_some_and(|rack| p.acknowledged_by(rack))
+                });
+                let r = if confirms {
+                    self.reliable_180 = None;
+                    request.response(200, "OK")
+                } else {
+                    request.response(481, "Call/Transaction Does Not Exist")
+                };
+                self.actions.push_back(CallAction::Respond(r));
+            }
             Method::Invite => {
                 if self.reinvite.is_some() || self.remote_reinvite.is_some() {
                     let r = request.response(491, "Request Pending");
@@ -621,7 +766,7 @@ impl Call {
             }
             _ => {
                 let mut r = request.response(405, "Method Not Allowed");
-                r.headers.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+                r.headers.push("Allow", ALLOW);
                 self.actions.push_back(CallAction::Respond(r));
             }
         }
@@ -658,8 +803,34 @@ impl Call {
     }
 
     /// Runs the call's own timers: 2xx retransmission, the wait after
-    /// CANCEL, and the glare retry.
+    /// CANCEL, the glare retry and the session timer.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Incoming {
+            match self.reliable_180.as_mut().and_then(|p| p.due(now)) {
+                Some(reliable_provisional::Due::Resend(r)) => {
+                    self.actions.push_back(CallAction::Respond(r))
+                }
+                Some(reliable_provisional::Due::GiveUp) => {
+                    // §3: no PRACK in 64·T1 refuses the INVITE.
+                    self.reliable_180 = None;
+                    if let Some(invite) = self.invite.clone() {
+                        let r = self.answer_with(&invite, 500, "No PRACK", None);
+                        self.actions.push_back(CallAction::Respond(r));
+                    }
+                    return self.finish(EndReason::Timeout);
+                }
+                None => {}
+            }
+        }
+        if self.state == State::Connected {
+            match self.session_timer.and_then(|t| t.due(now)) {
+                Some(Due::Expired) => return self.send_bye(EndReason::SessionExpired),
+                Some(Due::Refresh) if self.reinvite.is_none() && self.remote_reinvite.is_none() => {
+                    self.send_reinvite(self.local_body.clone());
+                }
+                _ => {}
+            }
+        }
         if self.state == State::Cancelling && self.cancel_deadline.is_some_and(|t| now >= t) {
             self.finish(EndReason::Cancelled);
             return;
@@ -700,7 +871,22 @@ impl Call {
         let cancel = self
             .cancel_deadline
             .filter(|_| self.state == State::Cancelling);
-        resend.into_iter().chain(retry).chain(cancel).min()
+        let session = self
+            .session_timer
+            .and_then(|t| t.deadline())
+            .filter(|_| self.state == State::Connected);
+        let provisional = self
+            .reliable_180
+            .as_ref()
+            .map(ReliableProvisional::deadline)
+            .filter(|_| self.state == State::Incoming);
+        resend
+            .into_iter()
+            .chain(retry)
+            .chain(cancel)
+            .chain(session)
+            .chain(provisional)
+            .min()
     }
 
     /// The next thing for the endpoint to do.
@@ -749,7 +935,7 @@ impl Call {
                 "Contact",
                 NameAddr::new(self.config.contact.clone()).to_string(),
             );
-            r.headers.push("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS");
+            r.headers.push("Allow", ALLOW);
         }
         set_body_response(&mut r, body);
         r
@@ -847,7 +1033,7 @@ mod tests {
         let target = Uri::parse("sip:bob@example.test").unwrap();
         let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
         let invite = only_request(&mut alice, &mut n);
-        let mut bob = Call::incoming(config("bob", 5080), invite, 2);
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 2);
         let ringing = responses(&mut bob);
         assert_eq!(ringing.iter().map(|r| r.status).collect::<Vec<_>>(), [180]);
         alice.handle_response(t0, &ringing[0]);
@@ -921,7 +1107,7 @@ mod tests {
         invite
             .headers
             .push("Record-Route", "<sip:proxy.example.test;lr>");
-        let mut bob = Call::incoming(config("bob", 5080), invite, 10);
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 10);
         let ringing = responses(&mut bob).remove(0);
         assert_eq!(
             ringing.headers.get("Record-Route"),
@@ -1141,6 +1327,152 @@ mod tests {
     }
 
     #[test]
+    fn session_timer_refreshed_by_the_caller_and_enforced_by_the_callee() {
+        let t0 = Instant::now();
+        let secs = |s: u64| t0 + Duration::from_secs(s);
+        let mut n = 0;
+        let target = Uri::parse("sip:bob@example.test").unwrap();
+        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let mut invite = only_request(&mut alice, &mut n);
+        assert!(invite.headers.lists("Supported", "timer"));
+        // As a server on the way (or a peer) would ask for it.
+        invite.headers.push("Session-Expires", "120;refresher=uac");
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 2);
+        responses(&mut bob);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        let ok = responses(&mut bob).remove(0);
+        assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uac"));
+        assert_eq!(ok.headers.get("Require"), Some("timer"));
+        alice.handle_response(t0, &ok);
+        bob.handle_request(&ack_of(&mut alice, &mut n));
+        events(&mut alice);
+        events(&mut bob);
+
+        // Alice refreshes at half the interval, offering the same session.
+        assert_eq!(alice.poll_timeout(), Some(secs(60)));
+        alice.handle_timeout(secs(60));
+        let refresh = only_request(&mut alice, &mut n);
+        assert_eq!(
+            refresh.headers.get("Session-Expires"),
+            Some("120;refresher=uac")
+        );
+        assert_eq!(&refresh.body[..], b"offer");
+        bob.handle_request(&refresh);
+        events(&mut bob);
+        bob.accept_update(secs(60), Some(Body::sdp("answer")));
+        alice.handle_response(secs(60), &responses(&mut bob).remove(0));
+        actions(&mut alice);
+        assert_eq!(alice.poll_timeout(), Some(secs(120)));
+
+        // Then Alice falls silent: Bob waits 120 − 32 s from the refresh.
+        assert_eq!(bob.poll_timeout(), Some(secs(148)));
+        bob.handle_timeout(secs(147));
+        assert!(actions(&mut bob).is_empty());
+        bob.handle_timeout(secs(148));
+        assert!(
+            matches!(&actions(&mut bob)[..], [CallAction::Request(r)] if r.method == Method::Bye)
+        );
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Ended {
+                reason: EndReason::SessionExpired
+            }]
+        );
+    }
+
+    #[test]
+    fn reliable_ringing_is_pracked_once_and_resent_until_then() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let target = Uri::parse("sip:bob@example.test").unwrap();
+        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let mut invite = only_request(&mut alice, &mut n);
+        assert!(invite.headers.lists("Supported", "100rel"));
+        // A caller that requires 100rel (Alice only supports it).
+        invite.headers.push("Require", "100rel");
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 2);
+        let ringing = responses(&mut bob).remove(0);
+        assert_eq!(
+            (ringing.headers.get("Require"), ringing.headers.get("RSeq")),
+            (Some("100rel"), Some("1"))
+        );
+        // Unconfirmed, it goes again after T1.
+        let t1 = Timers::default().t1;
+        assert_eq!(bob.poll_timeout(), Some(t0 + t1));
+        bob.handle_timeout(t0 + t1);
+        assert_eq!(responses(&mut bob), std::slice::from_ref(&ringing));
+
+        alice.handle_response(t0, &ringing);
+        let prack = only_request(&mut alice, &mut n);
+        assert_eq!(prack.method, Method::Prack);
+        assert_eq!(prack.headers.get("RAck"), Some("1 1 INVITE"));
+        assert_eq!(prack.headers.get("CSeq"), Some("2 PRACK"));
+        assert_eq!(events(&mut alice), [CallEvent::Ringing { body: None }]);
+        alice.handle_response(t0, &ringing);
+        assert!(
+            actions(&mut alice).is_empty(),
+            "a retransmission is not PRACKed again"
+        );
+
+        assert!(bob.matches(&prack));
+        bob.handle_request(&prack);
+        assert_eq!(responses(&mut bob)[0].status, 200);
+        assert_eq!(bob.poll_timeout(), None, "confirmed: no more resending");
+
+        bob.answer(t0, Some(Body::sdp("answer")));
+        alice.handle_response(t0, &responses(&mut bob).remove(0));
+        assert_eq!(
+            ack_of(&mut alice, &mut n).headers.get("CSeq"),
+            Some("1 ACK")
+        );
+        alice.hangup(t0);
+        assert_eq!(
+            only_request(&mut alice, &mut n).headers.get("CSeq"),
+            Some("3 BYE")
+        );
+    }
+
+    #[test]
+    fn no_prack_in_64_t1_refuses_the_call() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut invite = only_request(&mut dial(5), &mut n);
+        invite.headers.push("Require", "100rel");
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 6);
+        responses(&mut bob);
+        bob.handle_timeout(t0 + Timers::default().t1 * 64);
+        assert_eq!(responses(&mut bob)[0].status, 500);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Ended {
+                reason: EndReason::Timeout
+            }]
+        );
+
+        let mut invite = only_request(&mut dial(7), &mut n);
+        invite.headers.push("Require", "100rel, foo");
+        let mut carol = Call::incoming(config("carol", 5090), invite, t0, 8);
+        let refused = responses(&mut carol).remove(0);
+        assert_eq!(
+            (refused.status, refused.headers.get("Unsupported")),
+            (420, Some("foo"))
+        );
+    }
+
+    #[test]
+    fn a_session_timer_below_90_s_is_refused_with_422() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut invite = only_request(&mut dial(3), &mut n);
+        invite.headers.push("Session-Expires", "30");
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 4);
+        let refused = responses(&mut bob).remove(0);
+        assert_eq!(refused.status, 422);
+        assert_eq!(refused.headers.get("Min-SE"), Some("90"));
+        assert!(bob.is_ended());
+    }
+
+    #[test]
     fn hold_by_reinvite() {
         let t0 = Instant::now();
         let (mut alice, mut bob, mut n) = connected(t0);
@@ -1155,7 +1487,7 @@ mod tests {
                 body: Some(Body::sdp("sendonly"))
             }]
         );
-        bob.accept_update(Some(Body::sdp("recvonly")));
+        bob.accept_update(t0, Some(Body::sdp("recvonly")));
         let ok = responses(&mut bob).remove(0);
         alice.handle_response(t0, &ok);
         assert!(

@@ -16,7 +16,7 @@ use std::time::Instant;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::call::{Body, Call, CallAction, CallConfig, CallEvent};
+use super::call::{Body, Call, CallAction, CallConfig, CallEvent, ALLOW};
 use super::framing::Frame;
 use super::header::{NameAddr, Via};
 use super::message::{self, Message, Method, Request, Response};
@@ -27,9 +27,6 @@ use super::transaction::{
 };
 use super::transport::{Transmit, Transport};
 use super::uri::{Host, Uri};
-
-/// Methods this endpoint answers; advertised in Allow.
-const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS";
 
 /// Identifies a call within one endpoint.
 pub type CallId = u64;
@@ -182,7 +179,7 @@ impl Endpoint {
 
     /// Accepts the peer's new session description with our answer.
     pub fn accept_update(&mut self, now: Instant, call: CallId, body: Option<Body>) {
-        self.with_call(now, call, |c| c.accept_update(body));
+        self.with_call(now, call, |c| c.accept_update(now, body));
     }
 
     /// Whether `call` is still known (ended calls are forgotten).
@@ -508,7 +505,7 @@ impl Endpoint {
             .and_then(|t| t.tag().map(str::to_owned))
             .is_some();
         let response = match request.method {
-            Method::Invite if !in_dialog => return self.incoming_call(request),
+            Method::Invite if !in_dialog => return self.incoming_call(now, request),
             Method::Options => {
                 let mut r = request.response(200, "OK");
                 r.headers.push("Allow", ALLOW);
@@ -527,7 +524,7 @@ impl Endpoint {
         self.respond(now, response);
     }
 
-    fn incoming_call(&mut self, invite: Request) {
+    fn incoming_call(&mut self, now: Instant, invite: Request) {
         let id = self.new_call_id();
         let from = invite.headers.from().ok();
         let offer = (!invite.body.is_empty()).then(|| Body {
@@ -538,7 +535,7 @@ impl Endpoint {
                 .to_owned(),
             bytes: invite.body.clone(),
         });
-        let call = Call::incoming(self.call_config(), invite, self.rng.random());
+        let call = Call::incoming(self.call_config(), invite, now, self.rng.random());
         let rejected = call.is_ended();
         self.calls.insert(id, call);
         if let (Some(from), false) = (from, rejected) {

@@ -192,6 +192,14 @@ impl Headers {
             .map(|h| h.value.as_str())
     }
 
+    /// Whether an option-tag list header (`Supported`, `Require`, …)
+    /// names `option`, in any of its values.
+    pub fn lists(&self, name: &str, option: &str) -> bool {
+        self.get_all(name)
+            .flat_map(|v| v.split(','))
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    }
+
     /// Appends a header.
     pub fn push(&mut self, name: &str, value: impl Into<String>) {
         self.0.push(Header {

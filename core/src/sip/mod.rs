@@ -20,6 +20,8 @@ pub mod framing;
 pub mod header;
 pub mod message;
 pub mod registration;
+pub mod reliable_provisional;
+pub mod session_timer;
 pub mod transaction;
 pub mod transport;
 pub mod uri;
