@@ -1,7 +1,7 @@
 //! A WAV file as an audio device, for headless runs and tests: capture
 //! plays the input file (16-bit PCM, any rate, stereo mixed to mono) and
 //! playout is recorded to the output file, both paced by a real clock on
-//! their own thread, 20 ms at a time, as a sound card would. (The ALSA null
+//! their own thread, 5 ms at a time, as a sound card would. (The ALSA null
 //! device is not paced, so it cannot stand in for this.)
 
 use std::path::{Path, PathBuf};
@@ -14,6 +14,10 @@ use super::{rings, AudioDevice, AudioError, AudioIo, DeviceIo};
 
 /// Ring size, in 20 ms frames.
 const RING_FRAMES: usize = 10;
+
+/// How much audio moves per tick: 5 ms, as a low-latency sound card's
+/// period (a 20 ms period alone would add up to 20 ms of delay).
+const PERIOD: Duration = Duration::from_millis(5);
 
 /// Plays one WAV file and records another, in real time.
 #[derive(Debug)]
@@ -134,8 +138,8 @@ impl Drop for WavDevice {
     }
 }
 
-/// The device thread: every 20 ms, one frame of the file into the capture
-/// ring and one frame of the playout ring into the file.
+/// The device thread: every period, the next samples of the file into the
+/// capture ring and as many from the playout ring into the file.
 fn run(
     input: Vec<i16>,
     mut writer: Option<(hound::WavWriter<std::io::BufWriter<std::fs::File>>, PathBuf)>,
@@ -144,13 +148,13 @@ fn run(
     stop: &AtomicBool,
     finished: &AtomicBool,
 ) -> Result<(), AudioError> {
-    let period = Duration::from_millis(20);
+    let period = PERIOD;
     let mut next = Instant::now();
     let mut position = 0usize;
     // Rates whose 20 ms is not whole samples alternate frame lengths.
     let mut carry = 0.0f64;
     while !stop.load(Ordering::Relaxed) {
-        let exact = f64::from(rate) / 50.0 + carry;
+        let exact = f64::from(rate) * PERIOD.as_secs_f64() + carry;
         let n = exact.floor() as usize;
         carry = exact - n as f64;
         for _ in 0..n {

@@ -23,6 +23,14 @@ use super::datagram::DatagramSocket;
 use super::event::{CallId, Event};
 use super::PhoneError;
 
+/// How often the media loop looks at the device's queues.
+const FRAME_POLL: Duration = Duration::from_millis(3);
+/// Audio queued for the device below which the next frame is decoded:
+/// enough to ride out a late poll, little enough not to add delay.
+const PLAYOUT_LOW_WATER_MS: usize = 10;
+/// Time without a captured frame after which silence is sent instead.
+const DEVICE_STALL: Duration = Duration::from_millis(40);
+
 /// Where a call's audio comes from and goes to. The default is silence
 /// both ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -224,8 +232,16 @@ async fn run(
     let codec_frame = stream.frame_samples();
     let device_frame = device_rate as usize / 50;
     let mut carry = 0.0f64;
-    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    // Both sides follow the device's clock, polled every few ms: a
+    // captured frame goes out as soon as the device has delivered it, and
+    // a frame is decoded for playout only when the device's queue runs
+    // low, so it plays as soon as it is made and a packet that arrived
+    // meanwhile is in time for it (NetEq's pull model). A device that
+    // stops delivering is padded with silence after two frames' time.
+    let mut ticker = tokio::time::interval(FRAME_POLL);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_capture = Instant::now();
+    let low_water = device_rate as usize * PLAYOUT_LOW_WATER_MS / 1000;
     let mut rtp_buf = vec![0u8; 2048];
     let mut rtcp_buf = vec![0u8; 2048];
     let report = |rtcp: &RtcpSession| Event::CallStats {
@@ -236,47 +252,55 @@ async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let now = Instant::now().into_std();
-                let exact = f64::from(device_rate) / 50.0 + carry;
-                let n = exact.floor() as usize;
-                carry = exact - n as f64;
-                let mut frame = Vec::with_capacity(n);
-                while frame.len() < n {
-                    match capture.pop() {
-                        Ok(s) => frame.push(s),
-                        Err(_) => break,
+                loop {
+                    let exact = f64::from(device_rate) / 50.0 + carry;
+                    let n = exact.floor() as usize;
+                    if capture.slots() < n && last_capture.elapsed() < DEVICE_STALL {
+                        break;
                     }
-                }
-                frame.resize(n, 0);
-                if let Some(echo) = echo.as_mut() {
-                    match echo.capture(&frame) {
-                        Ok(clean) => frame = clean,
-                        Err(e) => tracing::warn!(error = %e, "echo cancellation failed"),
-                    }
-                }
-                if muted {
-                    frame.fill(0);
-                }
-                let pcm = up.process(&frame, codec_frame);
-                if sending {
-                    let timestamp = stream.rtp_timestamp();
-                    match stream.send_frame(&pcm) {
-                        Ok(packet) => {
-                            rtcp.on_rtp_sent(timestamp, packet.len());
-                            let _ = sockets.rtp.send_to(&packet, stream.remote());
+                    last_capture = Instant::now();
+                    carry = exact - n as f64;
+                    let mut frame = Vec::with_capacity(n);
+                    while frame.len() < n {
+                        match capture.pop() {
+                            Ok(s) => frame.push(s),
+                            Err(_) => break,
                         }
-                        Err(e) => tracing::warn!(error = %e, "encoding failed"),
+                    }
+                    frame.resize(n, 0);
+                    if let Some(echo) = echo.as_mut() {
+                        match echo.capture(&frame) {
+                            Ok(clean) => frame = clean,
+                            Err(e) => tracing::warn!(error = %e, "echo cancellation failed"),
+                        }
+                    }
+                    if muted {
+                        frame.fill(0);
+                    }
+                    let pcm = up.process(&frame, codec_frame);
+                    if sending {
+                        let timestamp = stream.rtp_timestamp();
+                        match stream.send_frame(&pcm) {
+                            Ok(packet) => {
+                                rtcp.on_rtp_sent(timestamp, packet.len());
+                                let _ = sockets.rtp.send_to(&packet, stream.remote());
+                            }
+                            Err(e) => tracing::warn!(error = %e, "encoding failed"),
+                        }
                     }
                 }
-                let heard = down.process(&stream.play_frame(now), device_frame);
-                if let Some(echo) = echo.as_mut() {
-                    if let Err(e) = echo.render(&heard) {
-                        tracing::warn!(error = %e, "echo reference dropped");
+                let now = Instant::now().into_std();
+                while playout.buffer().capacity() - playout.slots() < low_water {
+                    let heard = down.process(&stream.play_frame(now), device_frame);
+                    if let Some(echo) = echo.as_mut() {
+                        if let Err(e) = echo.render(&heard) {
+                            tracing::warn!(error = %e, "echo reference dropped");
+                        }
                     }
-                }
-                for s in heard {
-                    // A full ring means the device stalled: drop, don't block.
-                    let _ = playout.push(s);
+                    for s in heard {
+                        // A full ring means the device stalled: drop, don't block.
+                        let _ = playout.push(s);
+                    }
                 }
                 while let Some(ev) = stream.poll_event() {
                     match ev {
