@@ -26,8 +26,9 @@ use super::event::{CallId, CallState, Event};
 use super::server::ServerTarget;
 use super::PhoneError;
 
-/// How long shutting down waits for the unregistration to be answered.
-const UNREGISTER_GRACE: Duration = Duration::from_secs(5);
+/// How long shutting down waits for the unregistration and the calls' BYEs
+/// to be answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Commands from the facade.
 #[derive(Debug)]
@@ -151,7 +152,10 @@ impl Driver {
         loop {
             self.flush();
             if let Some((_, deadline)) = &self.shutdown {
-                if !self.endpoint.is_unregistering() || Instant::now() >= *deadline {
+                // Done when the registration is removed and every call's
+                // BYE (or CANCEL) is answered, or when the grace is over.
+                let busy = self.endpoint.is_unregistering() || self.endpoint.has_calls_ending();
+                if !busy || Instant::now() >= *deadline {
                     break;
                 }
             }
@@ -483,7 +487,7 @@ impl Driver {
             if self.endpoint.is_registered() {
                 self.endpoint.unregister(now());
             }
-            self.shutdown = Some((done, Instant::now() + UNREGISTER_GRACE));
+            self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
         }
     }
 

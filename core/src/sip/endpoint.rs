@@ -182,6 +182,12 @@ impl Endpoint {
         self.with_call(now, call, |c| c.accept_update(now, body));
     }
 
+    /// Whether a call still has protocol work to finish (a BYE or CANCEL
+    /// waiting for its answer, a 2xx for its ACK).
+    pub fn has_calls_ending(&self) -> bool {
+        self.calls.values().any(|c| !c.is_ended())
+    }
+
     /// Whether `call` is still known (ended calls are forgotten).
     pub fn has_call(&self, call: CallId) -> bool {
         self.calls.contains_key(&call)
