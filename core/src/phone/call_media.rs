@@ -24,7 +24,7 @@ use super::event::{CallId, Event};
 use super::PhoneError;
 
 /// How often the media loop looks at the device's queues.
-const FRAME_POLL: Duration = Duration::from_millis(3);
+const FRAME_POLL: Duration = Duration::from_millis(5);
 /// Audio queued for the device below which the next frame is decoded:
 /// enough to ride out a late poll, little enough not to add delay.
 const PLAYOUT_LOW_WATER_MS: usize = 10;
