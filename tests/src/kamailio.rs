@@ -351,6 +351,9 @@ listen=tcp:{ip}:{port}
     let _ = write!(
         cfg,
         r#"tcp_connection_lifetime=3605
+# Phones behind NAT or on TCP/TLS put ;alias in their Via (RFC 5923): the
+# connection they opened then carries requests to their Contact.
+tcp_accept_aliases=yes
 mpath="{modules}"
 loadmodule "kex.so"
 loadmodule "corex.so"

@@ -105,6 +105,26 @@ async fn hold_and_resume_by_reinvite_through_kamailio() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phones_on_tcp_and_tls_receive_calls_over_their_own_connection() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (alice, mut alice_events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
+    for transport in [Transport::Tcp, Transport::Tls] {
+        let (bob, mut bob_events) = registered(&k, "bob", "bob-secret", transport).await;
+        // Bob listens on no TLS port: the INVITE can only come back over
+        // the connection Bob opened (Kamailio reuses it by its alias).
+        let (call, bob_call) = ring(&alice, &mut bob_events, "bob", CallAudio::default()).await;
+        bob.answer(bob_call, CallAudio::default()).unwrap();
+        reach(&mut alice_events, "alice", CallState::Connected).await;
+        reach(&mut bob_events, "bob", CallState::Connected).await;
+        alice.hangup(call).unwrap();
+        reach(&mut bob_events, "bob", CallState::Ended).await;
+        bob.shutdown().await;
+    }
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_callee_ends_the_call_for_the_caller() {
     init_logging();
     let k = Kamailio::start(KamailioConfig::default()).unwrap();
