@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use locus_core::media::sdp::Codec;
 use locus_core::AccountConfig;
 use serde::Deserialize;
 
@@ -133,6 +134,9 @@ pub struct AccountArgs {
     /// Directory for state files (default: $XDG_STATE_HOME/locus).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Codecs to offer and accept, most preferred first (default: opus,pcmu,pcma).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub codecs: Option<Vec<String>>,
     /// TOML file with the same keys (flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -161,6 +165,9 @@ pub enum ConfigError {
     /// A required setting is missing.
     #[error("missing --{0} (or `{0}` in --config)")]
     Missing(&'static str),
+    /// A codec name we do not know.
+    #[error("unknown codec {0:?} (known: opus, pcmu, pcma)")]
+    Codec(String),
 }
 
 impl AccountArgs {
@@ -199,6 +206,12 @@ impl AccountArgs {
             config.expires = expires;
         }
         config.state_dir = self.state_dir.or(file.state_dir).or_else(default_state_dir);
+        if let Some(names) = self.codecs.or(file.codecs) {
+            config.codecs = names
+                .iter()
+                .map(|n| Codec::from_name(n).ok_or_else(|| ConfigError::Codec(n.clone())))
+                .collect::<Result<_, _>>()?;
+        }
         Ok(config)
     }
 }

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
+use locus_core::media::sdp::Codec;
 use locus_core::{CallAudio, CallId, CallState, Event, Events, Phone, Transport};
-use locus_tests::phones::{init_logging, reach, registered, wait_for};
+use locus_tests::phones::{account, init_logging, reach, registered, wait_for};
 use locus_tests::quality::pesq_wb;
 use locus_tests::voice::Speech;
 use locus_tests::{Kamailio, KamailioConfig};
@@ -121,6 +122,67 @@ async fn phones_on_tcp_and_tls_receive_calls_over_their_own_connection() {
         reach(&mut bob_events, "bob", CallState::Ended).await;
         bob.shutdown().await;
     }
+    alice.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codec_order_is_the_users_and_nothing_in_common_is_refused() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let phone = |user: &str, password: &str, codecs: &[Codec]| {
+        let mut config = account(&k, user, password, Transport::Udp);
+        config.codecs = codecs.to_vec();
+        config
+    };
+    let start = |config| async move {
+        let (p, mut events) = Phone::start(config).await.unwrap();
+        p.register().unwrap();
+        wait_for(&mut events, Duration::from_secs(10), |e| {
+            matches!(e, Event::Registered { .. })
+        })
+        .await
+        .unwrap();
+        (p, events)
+    };
+    // Alice prefers A-law; Bob takes what she prefers among his codecs.
+    let (alice, mut alice_events) =
+        start(phone("alice", "alice-secret", &[Codec::Pcma, Codec::Opus])).await;
+    let (bob, mut bob_events) = start(phone("bob", "bob-secret", &Codec::ALL)).await;
+    let (call, bob_call) = ring(&alice, &mut bob_events, "bob", CallAudio::default()).await;
+    bob.answer(bob_call, CallAudio::default()).unwrap();
+    reach(&mut alice_events, "alice", CallState::Connected).await;
+    alice.hangup(call).unwrap();
+    let (stats, _) = wait_for(&mut alice_events, Duration::from_secs(5), |e| {
+        matches!(e, Event::CallStats { .. })
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(&stats, Event::CallStats { codec, .. } if codec == "PCMA"),
+        "{stats:?}"
+    );
+    bob.shutdown().await;
+
+    // Carol speaks only µ-law: Alice's offer is refused with 488.
+    let (carol, mut carol_events) = start(phone("bob", "bob-secret", &[Codec::Pcmu])).await;
+    alice.call("bob", CallAudio::default()).unwrap();
+    let ended = reach(&mut alice_events, "alice", CallState::Ended).await;
+    assert!(
+        matches!(&ended, Event::CallState { reason: Some(r), .. } if r == "rejected (488)"),
+        "{ended:?}"
+    );
+    assert!(
+        wait_for(&mut carol_events, Duration::from_millis(500), |e| matches!(
+            e,
+            Event::CallState {
+                state: CallState::Connected,
+                ..
+            }
+        ))
+        .await
+        .is_err()
+    );
+    carol.shutdown().await;
     alice.shutdown().await;
 }
 

@@ -27,6 +27,20 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// Every codec, in the default order of preference.
+    pub const ALL: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+
+    /// The codec of a name as users write it (`opus`, `pcmu`, `pcma`, or
+    /// the G.711 aliases `ulaw`/`alaw`), in any case.
+    pub fn from_name(name: &str) -> Option<Codec> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "opus" => Some(Codec::Opus),
+            "pcmu" | "ulaw" | "g711u" => Some(Codec::Pcmu),
+            "pcma" | "alaw" | "g711a" => Some(Codec::Pcma),
+            _ => None,
+        }
+    }
+
     /// The payload type we offer it with.
     pub fn default_payload_type(self) -> u8 {
         match self {
@@ -173,13 +187,21 @@ pub fn offer(local: &LocalMedia) -> String {
     describe(local, &formats, Some(TELEPHONE_EVENT_PT), local.direction)
 }
 
+/// Whether `offer` is one we can answer with `codecs` (checked before the
+/// user is asked, so an unusable call is refused at once).
+pub fn check_offer(offer: &str, codecs: &[Codec]) -> Result<(), SdpError> {
+    Remote::parse(offer)?
+        .first_of(codecs)
+        .map(|_| ())
+        .ok_or(SdpError::NoCommonCodec)
+}
+
 /// Answers `offer`: the answer to send and the negotiated media.
 pub fn answer(offer: &str, local: &LocalMedia) -> Result<(String, Negotiated), SdpError> {
     let remote = Remote::parse(offer)?;
-    let (payload_type, codec) = local
-        .codecs
-        .iter()
-        .find_map(|c| remote.payload_type_of(*c).map(|pt| (pt, *c)))
+    // RFC 3264 §6.1 recommends the offerer's order; ours says what we take.
+    let (payload_type, codec) = remote
+        .first_of(&local.codecs)
         .ok_or(SdpError::NoCommonCodec)?;
     let direction = Direction::answer_to(remote.direction, local.direction);
     let telephone_event = remote.telephone_event;
@@ -200,9 +222,7 @@ pub fn accept_answer(answer: &str, local: &LocalMedia) -> Result<Negotiated, Sdp
     let remote = Remote::parse(answer)?;
     // The answerer lists what it will use; its first codec that we offered wins.
     let (payload_type, codec) = remote
-        .formats
-        .iter()
-        .find_map(|(pt, c)| c.filter(|c| local.codecs.contains(c)).map(|c| (*pt, c)))
+        .first_of(&local.codecs)
         .ok_or(SdpError::NoCommonCodec)?;
     let direction = Direction::answer_to(remote.direction, local.direction);
     Ok(Negotiated {
@@ -382,11 +402,11 @@ impl Remote {
         })
     }
 
-    fn payload_type_of(&self, codec: Codec) -> Option<u8> {
+    /// The first of its formats, in its order, that is one of `codecs`.
+    fn first_of(&self, codecs: &[Codec]) -> Option<(u8, Codec)> {
         self.formats
             .iter()
-            .find(|(_, c)| *c == Some(codec))
-            .map(|(pt, _)| *pt)
+            .find_map(|(pt, c)| c.filter(|c| codecs.contains(c)).map(|c| (*pt, c)))
     }
 }
 

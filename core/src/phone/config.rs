@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::media::sdp::Codec;
 use crate::sip::digest::Password;
 
 /// Default registration lifetime asked of the registrar, in seconds.
@@ -37,6 +38,8 @@ pub struct AccountConfig {
     pub retry_base: Duration,
     /// Longest retry delay.
     pub retry_max: Duration,
+    /// Codecs to offer and accept, most preferred first.
+    pub codecs: Vec<Codec>,
 }
 
 impl AccountConfig {
@@ -57,6 +60,7 @@ impl AccountConfig {
             state_dir: None,
             retry_base: Duration::from_secs(1),
             retry_max: Duration::from_secs(120),
+            codecs: Codec::ALL.to_vec(),
         }
     }
 }

@@ -63,8 +63,14 @@ pub(crate) enum Command {
     },
 }
 
-/// Codecs we offer and accept, in order of preference.
-const CODECS: [Codec; 3] = [Codec::Opus, Codec::Pcmu, Codec::Pcma];
+/// Where calls' media runs and what it may use.
+#[derive(Debug, Clone)]
+pub(crate) struct MediaSettings {
+    /// The address RTP sockets bind to and SDP names.
+    pub ip: std::net::IpAddr,
+    /// Codecs to offer and accept, most preferred first.
+    pub codecs: Vec<Codec>,
+}
 
 /// The media side of one call, as the driver tracks it.
 #[derive(Debug, Default)]
@@ -107,7 +113,7 @@ pub(crate) struct Driver {
     events: mpsc::UnboundedSender<Event>,
     shutdown: Option<(oneshot::Sender<()>, Instant)>,
     /// Our address, for media.
-    media_ip: std::net::IpAddr,
+    media: MediaSettings,
     calls: HashMap<CallId, CallSlot>,
 }
 
@@ -127,7 +133,7 @@ impl Driver {
         tls: Option<TlsSetup>,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
-        media_ip: std::net::IpAddr,
+        media: MediaSettings,
     ) -> Driver {
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         Driver {
@@ -142,7 +148,7 @@ impl Driver {
             commands,
             events,
             shutdown: None,
-            media_ip,
+            media,
             calls: HashMap::new(),
         }
     }
@@ -244,10 +250,10 @@ impl Driver {
 
     /// RTP sockets and the media description naming them.
     fn prepare_media(&self) -> Result<(RtpSockets, LocalMedia), PhoneError> {
-        let sockets = RtpSockets::bind(self.media_ip)?;
+        let sockets = RtpSockets::bind(self.media.ip)?;
         let local = LocalMedia {
             rtp: sockets.rtp_addr()?,
-            codecs: CODECS.to_vec(),
+            codecs: self.media.codecs.clone(),
             direction: Direction::SendRecv,
             ptime: 20,
             session_id: rand::random::<u32>().into(),
@@ -279,7 +285,15 @@ impl Driver {
 
     fn incoming_call(&mut self, call: CallId, from: &str, offer: Option<Body>) {
         let incoming = match offer {
-            Some(body) => Incoming::Offer(String::from_utf8_lossy(&body.bytes).into_owned()),
+            Some(body) => {
+                let offer = String::from_utf8_lossy(&body.bytes).into_owned();
+                if let Err(e) = sdp::check_offer(&offer, &self.media.codecs) {
+                    // Nothing to ring the user for (RFC 3261 §13.3.1.3).
+                    tracing::info!(call, error = %e, "refusing an offer we cannot answer");
+                    return self.endpoint.reject(now(), call, 488);
+                }
+                Incoming::Offer(offer)
+            }
             None => Incoming::NoOffer,
         };
         self.calls.insert(
@@ -378,7 +392,12 @@ impl Driver {
             CallEvent::Updated { body } => self.remote_update(call, body),
             CallEvent::UpdateAccepted { body } => self.update_accepted(call, body),
             CallEvent::Ended { reason } => {
-                if let Some(media) = self.calls.remove(&call).and_then(|c| c.media) {
+                // A call refused before the user saw it (488, 422, 420) has
+                // no slot and no story to tell.
+                let Some(slot) = self.calls.remove(&call) else {
+                    return;
+                };
+                if let Some(media) = slot.media {
                     media.stop();
                 }
                 self.emit(Event::CallState {

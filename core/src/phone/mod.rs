@@ -34,7 +34,7 @@ pub use server::ServerTarget;
 
 use call_media::MediaCommand;
 use connection::TlsSetup;
-use driver::{Command, Driver, Sockets};
+use driver::{Command, Driver, MediaSettings, Sockets};
 
 /// Why a phone could not start or take a command.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +111,9 @@ impl Phone {
                 "user and domain are required".into(),
             ));
         }
+        if config.codecs.is_empty() {
+            return Err(PhoneError::InvalidConfig("no codec to offer".into()));
+        }
         let aor_host = Host::parse(&config.domain)
             .map_err(|e| PhoneError::InvalidConfig(format!("domain: {e}")))?;
         let aor_domain = aor_host.clone();
@@ -174,7 +177,10 @@ impl Phone {
             tls,
             cmd_rx,
             ev_tx,
-            local.ip(),
+            MediaSettings {
+                ip: local.ip(),
+                codecs: config.codecs.clone(),
+            },
         );
         let task = tokio::spawn(driver.run());
         Ok((
