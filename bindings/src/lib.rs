@@ -29,6 +29,10 @@ pub struct AccountSettings {
     pub expires: Option<u32>,
     /// Directory for the phone's small state files (the app's files dir).
     pub state_dir: Option<String>,
+    /// Codecs to offer and accept, most preferred first (`opus`, `pcmu`,
+    /// `pcma`); `None` for all, Opus first.
+    #[uniffi(default = None)]
+    pub codecs: Option<Vec<String>>,
 }
 
 /// Where a call's audio comes from and goes to.
@@ -363,6 +367,18 @@ fn account_config(s: AccountSettings) -> Result<locus_core::AccountConfig, Locus
         c.expires = expires;
     }
     c.state_dir = s.state_dir.map(PathBuf::from);
+    if let Some(names) = s.codecs {
+        c.codecs = names
+            .iter()
+            .map(|n| {
+                locus_core::media::sdp::Codec::from_name(n).ok_or_else(|| {
+                    LocusError::InvalidSettings {
+                        message: format!("unknown codec {n:?} (known: opus, pcmu, pcma)"),
+                    }
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
     Ok(c)
 }
 

@@ -100,6 +100,7 @@ class LocusPhoneTest {
     fun `unusable settings throw`() {
         assertThrows<LocusException.InvalidSettings> { LocusPhone.start(settings().copy(listen = "not an address")) }
         assertThrows<LocusException.InvalidSettings> { LocusPhone.start(settings().copy(user = "")) }
+        assertThrows<LocusException.InvalidSettings> { LocusPhone.start(settings().copy(codecs = listOf("speex"))) }
     }
 
     @Test
