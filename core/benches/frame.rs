@@ -40,33 +40,28 @@ fn frame(c: &mut Criterion) {
             .map(|i| ((i as f64 * 0.01).sin() * 8000.0) as i16)
             .collect();
         let mut tick = 0u64;
+        // One frame through the media path, and optionally the canceller.
+        let mut one_frame = |with_aec: bool| {
+            tick += 1;
+            let now = t0 + Duration::from_millis(20 * tick);
+            let packet = alice.send_frame(&pcm).unwrap_or_default();
+            bob.handle_datagram(now, a, &packet);
+            let played = bob.play_frame(now);
+            let captured = with_aec.then(|| {
+                let _ = aec.render(&device);
+                let mut captured = device.clone();
+                let _ = aec.capture(&mut captured);
+                captured
+            });
+            (played, captured)
+        };
         c.bench_function(
             &format!("{}: encode+rtp+jitter+decode per 20 ms frame", codec.name()),
-            |bench| {
-                bench.iter(|| {
-                    tick += 1;
-                    let now = t0 + Duration::from_millis(20 * tick);
-                    let packet = alice.send_frame(&pcm).unwrap_or_default();
-                    bob.handle_datagram(now, a, &packet);
-                    bob.play_frame(now)
-                })
-            },
+            |bench| bench.iter(|| one_frame(false)),
         );
         c.bench_function(
             &format!("{}: ... + echo cancellation per 20 ms frame", codec.name()),
-            |bench| {
-                bench.iter(|| {
-                    tick += 1;
-                    let now = t0 + Duration::from_millis(20 * tick);
-                    let packet = alice.send_frame(&pcm).unwrap_or_default();
-                    bob.handle_datagram(now, a, &packet);
-                    let played = bob.play_frame(now);
-                    let _ = aec.render(&device);
-                    let mut captured = device.clone();
-                    let _ = aec.capture(&mut captured);
-                    (played, captured)
-                })
-            },
+            |bench| bench.iter(|| one_frame(true)),
         );
     }
 }

@@ -3,10 +3,10 @@
 //! DTMF, hang-up from each side, and the audio scored with PESQ-WB.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use locus_core::{CallAudio, CallState, Event, Events, Transport};
+use locus_core::{CallAudio, CallState, Event, Events, Phone, Transport};
 use locus_tests::baresip::{Baresip, BaresipAccount};
 use locus_tests::phones::{init_logging, reach, registered, wait_for};
 use locus_tests::quality::pesq_wb;
@@ -22,19 +22,68 @@ fn kamailio() -> Kamailio {
     .unwrap()
 }
 
-async fn baresip_bob(k: &Kamailio, speech: &Speech, codecs: &[&str], auto_answer: bool) -> Baresip {
-    Baresip::start(
-        k,
-        BaresipAccount {
-            user: "bob".into(),
-            password: "bob-secret".into(),
-            audio_in: speech.send.clone(),
-            codecs: codecs.iter().map(|c| (*c).to_owned()).collect(),
-            auto_answer,
-        },
-    )
-    .await
-    .unwrap()
+/// Kamailio, espeak speech, baresip as Bob and Locus as Alice.
+struct Scene {
+    kamailio: Kamailio,
+    dir: tempfile::TempDir,
+    speech: Speech,
+    bob: Baresip,
+    alice: Phone,
+    events: Events,
+}
+
+impl Scene {
+    async fn new(codecs: &[&str], auto_answer: bool) -> Scene {
+        init_logging();
+        let k = kamailio();
+        let dir = tempfile::tempdir().unwrap();
+        let speech = Speech::generate(dir.path()).unwrap();
+        let bob = Baresip::start(
+            &k,
+            BaresipAccount {
+                user: "bob".into(),
+                password: "bob-secret".into(),
+                audio_in: speech.send.clone(),
+                codecs: codecs.iter().map(|c| (*c).to_owned()).collect(),
+                auto_answer,
+            },
+        )
+        .await
+        .unwrap();
+        let (alice, events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
+        Scene {
+            kamailio: k,
+            dir,
+            speech,
+            bob,
+            alice,
+            events,
+        }
+    }
+
+    /// Where Alice records what she hears.
+    fn heard(&self) -> PathBuf {
+        self.dir.path().join("alice-heard.wav")
+    }
+
+    /// Alice's call ended for `reason` with `codec`; baresip saw it close.
+    /// Then each side's recording must score at least `floor`.
+    async fn finish(mut self, ended: Event, reason: &str, codec: &str, floor: f64) {
+        assert!(
+            matches!(&ended, Event::CallState { reason: Some(r), .. } if r == reason),
+            "{ended:?}"
+        );
+        assert_eq!(codec_of(&mut self.events).await, codec);
+        self.bob
+            .wait_event("CALL_CLOSED", EVENT_LIMIT)
+            .await
+            .unwrap();
+        let heard = self.heard();
+        self.alice.shutdown().await;
+        let recording = self.bob.recording().unwrap();
+        score("baresip heard locus", &self.speech, &recording, floor);
+        score("locus heard baresip", &self.speech, &heard, floor);
+    }
 }
 
 const EVENT_LIMIT: Duration = Duration::from_secs(10);
@@ -60,18 +109,12 @@ fn score(who: &str, speech: &Speech, recording: &Path, at_least: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn locus_calls_baresip_with_opus_and_baresip_hangs_up() {
-    init_logging();
-    let k = kamailio();
-    let dir = tempfile::tempdir().unwrap();
-    let speech = Speech::generate(dir.path()).unwrap();
-    let mut bob = baresip_bob(&k, &speech, &[], true).await;
-    let (alice, mut events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
-    let heard = dir.path().join("alice-heard.wav");
-    let audio = CallAudio::files(Some(speech.send.clone()), Some(heard.clone()));
-
-    alice.call("bob", audio).unwrap().id().await.unwrap();
-    reach(&mut events, "alice", CallState::Connected).await;
-    let established = bob
+    let mut s = Scene::new(&[], true).await;
+    let audio = CallAudio::files(Some(s.speech.send.clone()), Some(s.heard()));
+    s.alice.call("bob", audio).unwrap().id().await.unwrap();
+    reach(&mut s.events, "alice", CallState::Connected).await;
+    let established = s
+        .bob
         .wait_event("CALL_ESTABLISHED", EVENT_LIMIT)
         .await
         .unwrap();
@@ -83,7 +126,7 @@ async fn locus_calls_baresip_with_opus_and_baresip_hangs_up() {
         "{established:?}"
     );
     // baresip hangs up when its file (speech, then silence) ends.
-    let ended = wait_for(&mut events, speech.duration + EVENT_LIMIT, |e| {
+    let ended = wait_for(&mut s.events, s.speech.duration + EVENT_LIMIT, |e| {
         matches!(
             e,
             Event::CallState {
@@ -95,39 +138,17 @@ async fn locus_calls_baresip_with_opus_and_baresip_hangs_up() {
     .await
     .unwrap()
     .0;
-    assert!(
-        matches!(&ended, Event::CallState { reason: Some(r), .. } if r == "remote hangup"),
-        "{ended:?}"
-    );
-    assert_eq!(codec_of(&mut events).await, "opus");
-    bob.wait_event("CALL_CLOSED", EVENT_LIMIT).await.unwrap();
-    alice.shutdown().await;
-
-    // Opus both ways over loopback: measured 4.2 each way. baresip starts
+    // Opus both ways over loopback: measured 4.2 and 4.4. baresip starts
     // with a 220 ms burst, which Locus's jitter buffer sheds in a pause.
-    score(
-        "baresip heard locus",
-        &speech,
-        &bob.recording().unwrap(),
-        3.8,
-    );
-    score("locus heard baresip", &speech, &heard, 4.0);
+    s.finish(ended, "remote hangup", "opus", 4.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
-    init_logging();
-    let k = kamailio();
-    let dir = tempfile::tempdir().unwrap();
-    let speech = Speech::generate(dir.path()).unwrap();
-    let mut bob = baresip_bob(&k, &speech, &["PCMU/8000/1"], false).await;
-    let (alice, mut events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
-    let heard = dir.path().join("alice-heard.wav");
-
-    bob.command("dial", &format!("sip:alice@{}", k.domain()))
-        .await
-        .unwrap();
-    let (incoming, _) = wait_for(&mut events, EVENT_LIMIT, |e| {
+    let mut s = Scene::new(&["PCMU/8000/1"], false).await;
+    let alice_uri = format!("sip:alice@{}", s.kamailio.domain());
+    s.bob.command("dial", &alice_uri).await.unwrap();
+    let (incoming, _) = wait_for(&mut s.events, EVENT_LIMIT, |e| {
         matches!(e, Event::IncomingCall { .. })
     })
     .await
@@ -136,62 +157,49 @@ async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
         unreachable!()
     };
     assert!(from.starts_with("sip:bob@"), "{from}");
-    alice
-        .answer(
-            call,
-            CallAudio::files(Some(speech.send.clone()), Some(heard.clone())),
-        )
-        .unwrap();
-    reach(&mut events, "alice", CallState::Connected).await;
-    bob.wait_event("CALL_ESTABLISHED", EVENT_LIMIT)
+    let audio = CallAudio::files(Some(s.speech.send.clone()), Some(s.heard()));
+    s.alice.answer(call, audio).unwrap();
+    reach(&mut s.events, "alice", CallState::Connected).await;
+    s.bob
+        .wait_event("CALL_ESTABLISHED", EVENT_LIMIT)
         .await
         .unwrap();
 
     // After the speech (so as not to cut into it), DTMF both ways by
     // RFC 4733, then hang up before baresip's file and its call end.
-    tokio::time::sleep(speech.duration + Duration::from_millis(300)).await;
-    alice.send_dtmf(call, "5").unwrap();
-    let dtmf = bob
+    tokio::time::sleep(s.speech.duration + Duration::from_millis(300)).await;
+    s.alice.send_dtmf(call, "5").unwrap();
+    let dtmf = s
+        .bob
         .wait_event("CALL_DTMF_START", EVENT_LIMIT)
         .await
         .unwrap();
     assert_eq!(dtmf.param.as_deref(), Some("5"), "{dtmf:?}");
-    bob.command("sndcode", "7").await.unwrap();
-    let (digit, _) = wait_for(&mut events, EVENT_LIMIT, |e| {
+    s.bob.command("sndcode", "7").await.unwrap();
+    let (digit, _) = wait_for(&mut s.events, EVENT_LIMIT, |e| {
         matches!(e, Event::Dtmf { .. })
     })
     .await
     .unwrap();
     assert!(matches!(digit, Event::Dtmf { digit: '7', .. }), "{digit:?}");
-    alice.hangup(call).unwrap();
-    let ended = reach(&mut events, "alice", CallState::Ended).await;
-    assert!(
-        matches!(&ended, Event::CallState { reason: Some(r), .. } if r == "local hangup"),
-        "{ended:?}"
-    );
-    assert_eq!(codec_of(&mut events).await, "PCMU");
-    bob.wait_event("CALL_CLOSED", EVENT_LIMIT).await.unwrap();
-    alice.shutdown().await;
-
+    s.alice.hangup(call).unwrap();
+    let ended = reach(&mut s.events, "alice", CallState::Ended).await;
     // G.711 is narrowband: this speech through µ-law alone scores 2.76
-    // in PESQ-WB, the ceiling for this call (measured 2.77 both ways).
-    score(
-        "baresip heard locus",
-        &speech,
-        &bob.recording().unwrap(),
-        2.5,
-    );
-    score("locus heard baresip", &speech, &heard, 2.5);
+    // in PESQ-WB, the ceiling for this call (measured 2.77 and 2.94).
+    s.finish(ended, "local hangup", "PCMU", 2.5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_busy_and_hold_with_baresip() {
-    init_logging();
-    let k = kamailio();
-    let dir = tempfile::tempdir().unwrap();
-    let speech = Speech::generate(dir.path()).unwrap();
-    let mut bob = baresip_bob(&k, &speech, &[], false).await;
-    let (alice, mut events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
+    // Named, not `..`: Kamailio and the speech files must live to the end.
+    let Scene {
+        kamailio: _kamailio,
+        dir: _dir,
+        speech: _speech,
+        mut bob,
+        alice,
+        mut events,
+    } = Scene::new(&[], false).await;
 
     // Cancelled before baresip answers.
     let call = alice
