@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use locus_core::{CallAudio, CallState, Event, Events, Phone, Transport};
+use locus_core::{CallAudio, CallId, CallState, Event, Events, Phone, Transport};
 use locus_tests::baresip::{Baresip, BaresipAccount};
 use locus_tests::phones::{init_logging, reach, registered, wait_for};
 use locus_tests::quality::pesq_wb;
@@ -189,6 +189,18 @@ async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
     s.finish(ended, "local hangup", "PCMU", 2.5).await;
 }
 
+/// Alice calls Bob (without audio) until baresip reports the call.
+async fn ring_bob(alice: &Phone, bob: &mut Baresip) -> CallId {
+    let call = alice
+        .call("bob", CallAudio::default())
+        .unwrap()
+        .id()
+        .await
+        .unwrap();
+    bob.wait_event("CALL_INCOMING", EVENT_LIMIT).await.unwrap();
+    call
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_busy_and_hold_with_baresip() {
     // Named, not `..`: Kamailio and the speech files must live to the end.
@@ -202,21 +214,14 @@ async fn cancel_busy_and_hold_with_baresip() {
     } = Scene::new(&[], false).await;
 
     // Cancelled before baresip answers.
-    let call = alice
-        .call("bob", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    bob.wait_event("CALL_INCOMING", EVENT_LIMIT).await.unwrap();
+    let call = ring_bob(&alice, &mut bob).await;
     reach(&mut events, "alice", CallState::Ringing).await;
     alice.hangup(call).unwrap();
     reach(&mut events, "alice", CallState::Ended).await;
     bob.wait_event("CALL_CLOSED", EVENT_LIMIT).await.unwrap();
 
     // Rejected by baresip: it answers 486 Busy Here.
-    alice.call("bob", CallAudio::default()).unwrap();
-    bob.wait_event("CALL_INCOMING", EVENT_LIMIT).await.unwrap();
+    ring_bob(&alice, &mut bob).await;
     bob.command("hangup", "").await.unwrap();
     let ended = reach(&mut events, "alice", CallState::Ended).await;
     assert!(
@@ -225,13 +230,7 @@ async fn cancel_busy_and_hold_with_baresip() {
     );
 
     // Answered, held and resumed by re-INVITE, hung up by Locus.
-    let call = alice
-        .call("bob", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    bob.wait_event("CALL_INCOMING", EVENT_LIMIT).await.unwrap();
+    let call = ring_bob(&alice, &mut bob).await;
     bob.command("accept", "").await.unwrap();
     reach(&mut events, "alice", CallState::Connected).await;
     alice.hold(call).unwrap();
