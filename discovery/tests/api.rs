@@ -28,6 +28,18 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// The JSON list at `url`.
+async fn fetch_list(url: &str) -> ServerList {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Serves the API on 127.0.0.1 and returns its base URL.
 async fn serve(token: Option<&str>) -> String {
     let config = Config::parse(CONFIG).unwrap();
@@ -55,14 +67,7 @@ async fn set_state(base: &str, id: &str, body: &str, token: Option<&str>) -> req
 #[tokio::test]
 async fn lists_servers_as_json_and_xml() {
     let base = serve(None).await;
-    let list: ServerList = client()
-        .get(format!("{base}/v1/servers"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = fetch_list(&format!("{base}/v1/servers")).await;
     assert_eq!(list.version, 1);
     assert_eq!(list.servers.len(), 2);
     assert_eq!(list.servers[0].uri, "sip:127.0.0.2:5060;transport=udp");
@@ -89,14 +94,7 @@ async fn a_watcher_hears_of_a_drain_at_once() {
         let base = base.clone();
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let list: ServerList = client()
-                .get(format!("{base}/v1/servers?since=1&wait=30"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let list = fetch_list(&format!("{base}/v1/servers?since=1&wait=30")).await;
             (list, t0.elapsed())
         })
     };
@@ -113,14 +111,7 @@ async fn a_watcher_hears_of_a_drain_at_once() {
 
     // Nothing new: the long-poll ends at its limit with the same version.
     let t0 = Instant::now();
-    let same: ServerList = client()
-        .get(format!("{base}/v1/servers?since=2&wait=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let same = fetch_list(&format!("{base}/v1/servers?since=2&wait=1")).await;
     assert_eq!(same.version, 2);
     assert!(t0.elapsed() >= Duration::from_millis(900));
 }
