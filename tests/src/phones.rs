@@ -96,7 +96,16 @@ pub async fn registered(
     password: &str,
     transport: Transport,
 ) -> (Phone, Events) {
-    let (phone, mut events) = Phone::start(account(k, user, password, transport))
+    registered_as(account(k, user, password, transport)).await
+}
+
+/// Starts a phone with `config` and waits until it is registered.
+///
+/// # Panics
+/// When it is not registered within 10 s (this is for tests).
+pub async fn registered_as(config: AccountConfig) -> (Phone, Events) {
+    let user = config.user.clone();
+    let (phone, mut events) = Phone::start(config)
         .await
         .unwrap_or_else(|e| panic!("{user} cannot start: {e}"));
     phone

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use locus_core::media::sdp::Codec;
 use locus_core::{CallAudio, CallId, CallState, Event, Events, Phone, Transport};
-use locus_tests::phones::{account, init_logging, reach, registered, wait_for};
+use locus_tests::phones::{account, init_logging, reach, registered, registered_as, wait_for};
 use locus_tests::quality::pesq_wb;
 use locus_tests::voice::Speech;
 use locus_tests::{Kamailio, KamailioConfig};
@@ -134,20 +134,10 @@ async fn codec_order_is_the_users_and_nothing_in_common_is_refused() {
         config.codecs = codecs.to_vec();
         config
     };
-    let start = |config| async move {
-        let (p, mut events) = Phone::start(config).await.unwrap();
-        p.register().unwrap();
-        wait_for(&mut events, Duration::from_secs(10), |e| {
-            matches!(e, Event::Registered { .. })
-        })
-        .await
-        .unwrap();
-        (p, events)
-    };
     // Alice prefers A-law; Bob takes what she prefers among his codecs.
     let (alice, mut alice_events) =
-        start(phone("alice", "alice-secret", &[Codec::Pcma, Codec::Opus])).await;
-    let (bob, mut bob_events) = start(phone("bob", "bob-secret", &Codec::ALL)).await;
+        registered_as(phone("alice", "alice-secret", &[Codec::Pcma, Codec::Opus])).await;
+    let (bob, mut bob_events) = registered_as(phone("bob", "bob-secret", &Codec::ALL)).await;
     let (call, bob_call) = ring(&alice, &mut bob_events, "bob", CallAudio::default()).await;
     bob.answer(bob_call, CallAudio::default()).unwrap();
     reach(&mut alice_events, "alice", CallState::Connected).await;
@@ -164,7 +154,7 @@ async fn codec_order_is_the_users_and_nothing_in_common_is_refused() {
     bob.shutdown().await;
 
     // Carol speaks only µ-law: Alice's offer is refused with 488.
-    let (carol, mut carol_events) = start(phone("bob", "bob-secret", &[Codec::Pcmu])).await;
+    let (carol, mut carol_events) = registered_as(phone("bob", "bob-secret", &[Codec::Pcmu])).await;
     alice.call("bob", CallAudio::default()).unwrap();
     let ended = reach(&mut alice_events, "alice", CallState::Ended).await;
     assert!(
