@@ -42,16 +42,13 @@ pub struct BaresipAccount {
 }
 
 /// An event baresip reported.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct BaresipEvent {
     /// Its type, e.g. `CALL_ESTABLISHED`, `CALL_CLOSED`, `CALL_INCOMING`.
-    #[serde(rename = "type")]
     pub kind: String,
     /// The peer's URI, for call events.
-    #[serde(default, rename = "peeruri")]
     pub peer: Option<String>,
     /// The event's parameter (for `CALL_CLOSED`, the reason).
-    #[serde(default)]
     pub param: Option<String>,
 }
 
@@ -68,6 +65,24 @@ struct CtrlMessage {
     data: Option<String>,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default, rename = "peeruri")]
+    peer: Option<String>,
+    #[serde(default)]
+    param: Option<String>,
+}
+
+impl CtrlMessage {
+    /// The event it carries, if it is one.
+    fn into_event(self) -> Option<BaresipEvent> {
+        let kind = self.kind.filter(|_| self.event)?;
+        Some(BaresipEvent {
+            kind,
+            peer: self.peer,
+            param: self.param,
+        })
+    }
 }
 
 /// A running baresip.
@@ -151,18 +166,15 @@ impl Baresip {
         self.ctrl.get_mut().write_all(frame.as_bytes()).await?;
         loop {
             let message = self.read_message(Duration::from_secs(5)).await?;
-            let parsed: CtrlMessage = serde_json::from_slice(&message)
-                .map_err(|e| HarnessError::Baresip(format!("unreadable control message: {e}")))?;
-            if parsed.event {
-                self.queue_event(&message)?;
-            } else if parsed.response && parsed.token.as_deref() == Some(token.as_str()) {
-                let data = parsed.data.unwrap_or_default();
-                return if parsed.ok {
+            if message.response && message.token.as_deref() == Some(token.as_str()) {
+                let data = message.data.unwrap_or_default();
+                return if message.ok {
                     Ok(data)
                 } else {
                     Err(HarnessError::Baresip(format!("{command} {params}: {data}")))
                 };
             }
+            self.events.extend(message.into_event());
         }
     }
 
@@ -186,23 +198,13 @@ impl Baresip {
             let message = self.read_message(left).await.map_err(|e| {
                 HarnessError::Baresip(format!("no {kind} event ({e}); saw {seen:?}"))
             })?;
-            let parsed: CtrlMessage = serde_json::from_slice(&message)
-                .map_err(|e| HarnessError::Baresip(format!("unreadable control message: {e}")))?;
-            if parsed.event {
-                self.queue_event(&message)?;
-            }
+            self.events.extend(message.into_event());
         }
     }
 
-    fn queue_event(&mut self, message: &[u8]) -> Result<(), HarnessError> {
-        let event = serde_json::from_slice(message)
-            .map_err(|e| HarnessError::Baresip(format!("unreadable event: {e}")))?;
-        self.events.push_back(event);
-        Ok(())
-    }
-
-    /// Reads one netstring (`<length>:<bytes>,`) from the control connection.
-    async fn read_message(&mut self, limit: Duration) -> Result<Vec<u8>, HarnessError> {
+    /// Reads and parses one netstring (`<length>:<json>,`) from the control
+    /// connection.
+    async fn read_message(&mut self, limit: Duration) -> Result<CtrlMessage, HarnessError> {
         let read = async {
             let mut length = Vec::new();
             self.ctrl.read_until(b':', &mut length).await?;
@@ -220,9 +222,11 @@ impl Baresip {
             body.pop();
             Ok(body)
         };
-        tokio::time::timeout(limit, read)
+        let body = tokio::time::timeout(limit, read)
             .await
-            .map_err(|_| HarnessError::Baresip(format!("nothing within {limit:?}")))?
+            .map_err(|_| HarnessError::Baresip(format!("nothing within {limit:?}")))??;
+        serde_json::from_slice(&body)
+            .map_err(|e| HarnessError::Baresip(format!("unreadable control message: {e}")))
     }
 
     /// The newest recording of what it heard in a call (16-bit WAV).
