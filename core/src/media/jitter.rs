@@ -14,6 +14,8 @@
 //!   50 packets/s). The target buffer level is the upper edge of the 97th
 //!   percentile bucket (newer NetEq's quantile), at least one frame (the
 //!   one about to play): on a clean path a packet plays as it arrives.
+//!   Past 1 % recent loss the target holds one frame more, so that a lost
+//!   frame's FEC (in the next packet) is there when its turn comes.
 //! - Playout takes the next sequence number. Missing while later packets are
 //!   present, it is lost: concealed with Opus FEC from the next packet when
 //!   that packet is here, else with codec PLC. Missing with nothing later

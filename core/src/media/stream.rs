@@ -8,8 +8,9 @@
 //! from any source is played, and a source that sends [`LATCH_AFTER`]
 //! packets in sequence with one SSRC and a negotiated payload type becomes
 //! the remote ("latching", as RTP proxies and PBXs do). Once media flows,
-//! strangers cannot inject audio into the call. Anything malformed, foreign or of an unexpected payload
-//! type is counted and dropped; the call goes on.
+//! strangers cannot inject audio into the call. Anything malformed,
+//! foreign or of an unexpected payload type is counted and dropped; the
+//! call goes on.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
