@@ -39,7 +39,16 @@ command -v autoreconf >/dev/null 2>&1 || missing+=(autoconf automake)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
-command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+# Speech scoring: PyPI's pesq builds a C extension, so pip and the Python
+# headers are needed too (Debian's python3 comes with neither).
+scoring='import pesq, numpy, scipy'
+if ! command -v python3 >/dev/null 2>&1; then
+    missing+=(python3 python3-pip python3-dev)
+elif ! python3 -c "$scoring" >/dev/null 2>&1; then
+    python3 -c 'import pip' >/dev/null 2>&1 || missing+=(python3-pip)
+    python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+        || missing+=(python3-dev)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
@@ -47,7 +56,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! python3 -c 'import pesq, numpy, scipy' >/dev/null 2>&1; then
+if ! python3 -c "$scoring" >/dev/null 2>&1; then
     echo "setup: installing the PyPI packages pesq, numpy, scipy"
     # Debian's own python3 refuses system-wide pip installs (PEP 668).
     python3 -m pip install --quiet pesq numpy scipy 2>/dev/null \
