@@ -79,13 +79,6 @@ pub struct SoundCard {
     glitches: Arc<AtomicU64>,
 }
 
-impl SoundCard {
-    /// Samples dropped or padded so far on either side.
-    pub fn glitches(&self) -> u64 {
-        self.glitches.load(Ordering::Relaxed)
-    }
-}
-
 impl AudioDevice for SoundCard {
     fn sample_rate(&self) -> u32 {
         self.rate
@@ -139,6 +132,10 @@ impl AudioDevice for SoundCard {
             thread
                 .join()
                 .map_err(|_| AudioError::Device("the sound card thread panicked".into()))?;
+            tracing::info!(
+                samples_dropped_or_padded = self.glitches.load(Ordering::Relaxed),
+                "sound card stopped"
+            );
         }
         Ok(())
     }
