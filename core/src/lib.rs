@@ -5,6 +5,7 @@
 //! and the bindings use only [`Phone`], [`Events`] and [`Event`].
 
 pub mod audio;
+pub mod discovery;
 pub mod media;
 pub mod phone;
 pub mod sip;
