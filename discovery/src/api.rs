@@ -18,12 +18,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use quick_xml::events::{BytesDecl, BytesStart, Event};
-use quick_xml::Writer;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::registry::{Registry, ServerList, State};
+use crate::registry::{Registry, ServerState};
 
 /// The longest a long-poll waits.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
@@ -32,7 +30,7 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 #[derive(Debug)]
 pub struct AppState {
     /// The server list.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The admin bearer token; `None` closes the admin endpoints.
     pub admin_token: Option<String>,
 }
@@ -80,50 +78,14 @@ async fn servers(
 }
 
 async fn servers_xml(AxumState(app): AxumState<Arc<AppState>>) -> Response {
-    match to_xml(&app.registry.snapshot()) {
-        Ok(xml) => ([(header::CONTENT_TYPE, "application/xml")], xml).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-/// `<servers version="N"><server id=".." uri=".." .../></servers>`.
-pub fn to_xml(list: &ServerList) -> Result<String, quick_xml::Error> {
-    let mut w = Writer::new(Vec::new());
-    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
-    let version = list.version.to_string();
-    w.write_event(Event::Start(
-        BytesStart::new("servers").with_attributes([("version", version.as_str())]),
-    ))?;
-    for s in &list.servers {
-        let (priority, weight) = (s.priority.to_string(), s.weight.to_string());
-        let state = json_name(&s.state);
-        let health = json_name(&s.health);
-        w.write_event(Event::Empty(BytesStart::new("server").with_attributes([
-            ("id", s.id.as_str()),
-            ("uri", s.uri.as_str()),
-            ("priority", priority.as_str()),
-            ("weight", weight.as_str()),
-            ("region", s.region.as_str()),
-            ("state", state.as_str()),
-            ("health", health.as_str()),
-        ])))?;
-    }
-    w.write_event(Event::End(quick_xml::events::BytesEnd::new("servers")))?;
-    Ok(String::from_utf8_lossy(&w.into_inner()).into_owned())
-}
-
-/// The lower-case name serde gives a unit variant.
-fn json_name(value: &impl serde::Serialize) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+    let xml = app.registry.snapshot().to_xml();
+    ([(header::CONTENT_TYPE, "application/xml")], xml).into_response()
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StateChange {
-    state: State,
+    state: ServerState,
 }
 
 async fn set_state(

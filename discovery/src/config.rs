@@ -11,6 +11,12 @@
 //! priority = 10                   # lower is preferred (as in DNS SRV)
 //! weight = 100                    # share among equal priorities
 //! region = "eu-west"
+//!
+//! [health]                        # optional; these are the defaults
+//! interval_ms = 1000
+//! timeout_ms = 1000
+//! fall = 2                        # failed checks in a row before `down`
+//! rise = 1                        # answered checks in a row before `up`
 //! ```
 
 use std::collections::HashSet;
@@ -19,6 +25,8 @@ use std::path::Path;
 
 use locus_core::sip::uri::Uri;
 use serde::Deserialize;
+
+use crate::health::HealthSettings;
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +92,9 @@ pub struct Config {
     /// Bearer token for the admin endpoints; without one they are closed.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// How servers are health-checked.
+    #[serde(default)]
+    pub health: HealthSettings,
     /// The servers.
     #[serde(default, rename = "server")]
     pub servers: Vec<ServerConfig>,

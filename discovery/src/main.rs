@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::Parser;
 use locus_discovery::api::{router, AppState};
 use locus_discovery::config::Config;
+use locus_discovery::health;
 use locus_discovery::registry::Registry;
 
 /// The Locus discovery service.
@@ -40,8 +41,9 @@ fn main() -> ExitCode {
         }
     };
     let listen = args.listen.unwrap_or(config.listen);
+    let registry = Arc::new(Registry::new(&config.servers));
     let state = Arc::new(AppState {
-        registry: Registry::new(&config.servers),
+        registry: Arc::clone(&registry),
         admin_token: args.admin_token.or(config.admin_token),
     });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
+        health::spawn(registry, &config.servers, config.health);
         tracing::info!(addr = %listener.local_addr()?, servers = config.servers.len(), "serving");
         axum::serve(listener, router(state)).await
     });

@@ -6,62 +6,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::ServerConfig;
 
-/// What the operator says about a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum State {
-    /// In service.
-    Active,
-    /// About to be migrated: phones should move away now.
-    Draining,
-    /// Out of service.
-    Down,
-}
-
-/// What health checks say about a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Not checked yet.
-    Unknown,
-    /// Answering.
-    Up,
-    /// Not answering.
-    Down,
-}
-
-/// One server in an answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Server {
-    /// Its id.
-    pub id: String,
-    /// Its SIP URI.
-    pub uri: String,
-    /// Lower is preferred.
-    pub priority: u16,
-    /// Share among equal priorities.
-    pub weight: u16,
-    /// Region label.
-    pub region: String,
-    /// Operator state.
-    pub state: State,
-    /// Health-check verdict.
-    pub health: Health,
-}
-
-/// The list at one version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerList {
-    /// Grows with every change.
-    pub version: u64,
-    /// The servers, in configuration order.
-    pub servers: Vec<Server>,
-}
+pub use locus_core::discovery::{Health, ServerEntry, ServerList, ServerState};
 
 /// Why a change was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,13 +34,13 @@ impl Registry {
             version: 1,
             servers: servers
                 .iter()
-                .map(|s| Server {
+                .map(|s| ServerEntry {
                     id: s.id.clone(),
                     uri: s.uri.clone(),
                     priority: s.priority,
                     weight: s.weight,
                     region: s.region.clone(),
-                    state: State::Active,
+                    state: ServerState::Active,
                     health: Health::Unknown,
                 })
                 .collect(),
@@ -123,7 +72,7 @@ impl Registry {
 
     /// Sets a server's operator state; returns the new version (unchanged
     /// when the state already was `state`).
-    pub fn set_state(&self, id: &str, state: State) -> Result<u64, RegistryError> {
+    pub fn set_state(&self, id: &str, state: ServerState) -> Result<u64, RegistryError> {
         self.change(id, |s| std::mem::replace(&mut s.state, state) != state)
     }
 
@@ -135,7 +84,7 @@ impl Registry {
     fn change(
         &self,
         id: &str,
-        apply: impl FnOnce(&mut Server) -> bool,
+        apply: impl FnOnce(&mut ServerEntry) -> bool,
     ) -> Result<u64, RegistryError> {
         let mut list = match self.list.lock() {
             Ok(list) => list,
@@ -173,17 +122,17 @@ mod tests {
     fn changes_bump_the_version_and_repeats_do_not() {
         let r = registry();
         assert_eq!(r.snapshot().version, 1);
-        assert_eq!(r.set_state("a", State::Draining), Ok(2));
-        assert_eq!(r.set_state("a", State::Draining), Ok(2));
+        assert_eq!(r.set_state("a", ServerState::Draining), Ok(2));
+        assert_eq!(r.set_state("a", ServerState::Draining), Ok(2));
         assert_eq!(r.set_health("b", Health::Up), Ok(3));
         assert_eq!(
-            r.set_state("c", State::Down),
+            r.set_state("c", ServerState::Down),
             Err(RegistryError::UnknownServer("c".into()))
         );
         let list = r.snapshot();
         assert_eq!(
             (list.servers[0].state, list.servers[1].health),
-            (State::Draining, Health::Up)
+            (ServerState::Draining, Health::Up)
         );
     }
 
@@ -200,7 +149,7 @@ mod tests {
             tokio::spawn(async move { r.wait_past(1, Duration::from_secs(10)).await })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        r.set_state("b", State::Down).unwrap();
+        r.set_state("b", ServerState::Down).unwrap();
         let changed = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .unwrap()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use locus_discovery::api::{router, AppState};
 use locus_discovery::config::Config;
-use locus_discovery::registry::{Registry, ServerList, State};
+use locus_discovery::registry::{Registry, ServerList, ServerState};
 use reqwest::StatusCode;
 
 const CONFIG: &str = r#"
@@ -44,7 +44,7 @@ async fn fetch_list(url: &str) -> ServerList {
 async fn serve(token: Option<&str>) -> String {
     let config = Config::parse(CONFIG).unwrap();
     let state = Arc::new(AppState {
-        registry: Registry::new(&config.servers),
+        registry: std::sync::Arc::new(Registry::new(&config.servers)),
         admin_token: token.map(str::to_owned),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -71,7 +71,7 @@ async fn lists_servers_as_json_and_xml() {
     assert_eq!(list.version, 1);
     assert_eq!(list.servers.len(), 2);
     assert_eq!(list.servers[0].uri, "sip:127.0.0.2:5060;transport=udp");
-    assert_eq!(list.servers[1].state, State::Active);
+    assert_eq!(list.servers[1].state, ServerState::Active);
 
     let xml = client()
         .get(format!("{base}/v1/servers.xml"))
@@ -103,7 +103,7 @@ async fn a_watcher_hears_of_a_drain_at_once() {
     assert_eq!(set.status(), StatusCode::OK);
     let (list, waited) = watch.await.unwrap();
     assert_eq!(list.version, 2);
-    assert_eq!(list.servers[0].state, State::Draining);
+    assert_eq!(list.servers[0].state, ServerState::Draining);
     assert!(
         waited < Duration::from_secs(5),
         "answered at the change: {waited:?}"

@@ -30,7 +30,7 @@ pub use crate::sip::registration::FailureReason;
 pub use call_media::CallAudio;
 pub use config::{AccountConfig, DEFAULT_EXPIRES};
 pub use event::{CallId, CallState, Event, RegistrationState};
-pub use server::ServerTarget;
+pub use server::{resolve_uri, ServerTarget};
 
 use call_media::MediaCommand;
 use connection::TlsSetup;

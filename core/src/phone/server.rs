@@ -24,21 +24,19 @@ pub struct ServerTarget {
 
 /// Resolves the account's server: the fixed `server` URI if given, else the
 /// SIP domain's address records on the default port.
-///
-/// RFC 3263 NAPTR/SRV selection belongs with server discovery and is not
-/// done here.
 pub async fn resolve(config: &AccountConfig) -> Result<ServerTarget, PhoneError> {
-    let uri = match &config.server {
-        Some(s) => {
-            Uri::parse(s).map_err(|e| PhoneError::InvalidConfig(format!("server {s:?}: {e}")))?
-        }
-        None => {
-            let host = Host::parse(&config.domain).map_err(|e| {
-                PhoneError::InvalidConfig(format!("domain {:?}: {e}", config.domain))
-            })?;
-            Uri::new(None, host, None)
-        }
-    };
+    match &config.server {
+        Some(s) => resolve_uri(s, &config.domain).await,
+        None => resolve_uri(&format!("sip:{}", config.domain), &config.domain).await,
+    }
+}
+
+/// Resolves one server URI (`sip:host[:port][;transport=x]`, `sips:...`);
+/// `domain` names TLS peers given by address. A host name is looked up with
+/// the system's resolver; discovery's own lists carry addresses.
+pub async fn resolve_uri(server: &str, domain: &str) -> Result<ServerTarget, PhoneError> {
+    let uri = Uri::parse(server)
+        .map_err(|e| PhoneError::InvalidConfig(format!("server {server:?}: {e}")))?;
     let transport = match (uri.scheme, uri.transport_param()) {
         (Scheme::Sips, _) => Transport::Tls,
         (Scheme::Sip, Some(t)) => t
@@ -57,7 +55,7 @@ pub async fn resolve(config: &AccountConfig) -> Result<ServerTarget, PhoneError>
     };
     let tls_name = match &uri.host {
         Host::Domain(name) => name.clone(),
-        Host::Ip(_) => config.domain.clone(),
+        Host::Ip(_) => domain.to_owned(),
     };
     let label = format!("sip:{}:{port};transport={transport}", uri.host);
     Ok(ServerTarget {

@@ -18,6 +18,7 @@ pub mod digest;
 pub mod endpoint;
 pub mod framing;
 pub mod header;
+pub mod keepalive;
 pub mod message;
 pub mod registration;
 pub mod reliable_provisional;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use locus_discovery::api::{router, AppState};
 use locus_discovery::config::Config;
-use locus_discovery::registry::{Registry, ServerList, State};
+use locus_discovery::registry::{Registry, ServerList, ServerState};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
     let watchers: usize = std::env::args().nth(1).map_or(Ok(500), |s| s.parse())?;
     let config = Config::parse(CONFIG)?;
     let app = Arc::new(AppState {
-        registry: Registry::new(&config.servers),
+        registry: std::sync::Arc::new(Registry::new(&config.servers)),
         admin_token: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -73,9 +73,9 @@ async fn main() -> Result<(), Error> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     for i in 0..CHANGES {
         let state = if i % 2 == 0 {
-            State::Draining
+            ServerState::Draining
         } else {
-            State::Active
+            ServerState::Active
         };
         let t = Instant::now();
         let version = app.registry.set_state("a", state)?;
