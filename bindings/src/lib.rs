@@ -33,6 +33,12 @@ pub struct AccountSettings {
     /// `pcma`); `None` for all, Opus first.
     #[uniffi(default = None)]
     pub codecs: Option<Vec<String>>,
+    /// Base URL of a discovery service; `None` uses `server` or DNS.
+    #[uniffi(default = None)]
+    pub discovery: Option<String>,
+    /// Keepalive interval in seconds; `None` for the transport's default.
+    #[uniffi(default = None)]
+    pub keepalive_secs: Option<u32>,
 }
 
 /// Where a call's audio comes from and goes to.
@@ -124,6 +130,15 @@ pub enum PhoneEvent {
         /// Server URI.
         server: String,
         /// What happened.
+        reason: String,
+    },
+    /// The phone moved to another server.
+    ServerChanged {
+        /// The server left.
+        from: String,
+        /// The server now used.
+        to: String,
+        /// Why.
         reason: String,
     },
     /// Any other problem.
@@ -323,6 +338,12 @@ impl Phone {
         self.with_phone(|p| p.mute(call, muted))
     }
 
+    /// Tells the phone the network changed (call it from Android's
+    /// `ConnectivityManager.NetworkCallback`): it registers again at once.
+    pub fn network_changed(&self) -> Result<(), LocusError> {
+        self.with_phone(|p| p.network_changed())
+    }
+
     /// The local SIP address, `ip:port`.
     pub fn local_address(&self) -> Result<String, LocusError> {
         self.with_phone(|p| Ok(p.local_addr().to_string()))
@@ -354,6 +375,10 @@ impl Phone {
 fn account_config(s: AccountSettings) -> Result<locus_core::AccountConfig, LocusError> {
     let mut c = locus_core::AccountConfig::new(s.user, s.domain, s.password);
     c.server = s.server;
+    c.discovery = s.discovery;
+    c.keepalive = s
+        .keepalive_secs
+        .map(|secs| std::time::Duration::from_secs(u64::from(secs)));
     c.listen = s
         .listen
         .map(|l| {
@@ -440,6 +465,7 @@ impl From<locus_core::Event> for PhoneEvent {
             },
             E::Unregistered => PhoneEvent::Unregistered,
             E::Unreachable { server, reason } => PhoneEvent::Unreachable { server, reason },
+            E::ServerChanged { from, to, reason } => PhoneEvent::ServerChanged { from, to, reason },
             E::Error { message } => PhoneEvent::Error { message },
             E::IncomingCall { call, from } => PhoneEvent::IncomingCall { call, from },
             E::CallState {

@@ -122,6 +122,16 @@ pub struct AccountArgs {
     /// A fixed SIP server, e.g. sip:127.0.0.2:5060;transport=tcp.
     #[arg(long, value_name = "URI")]
     pub server: Option<String>,
+    /// Base URL of a discovery service, e.g. http://127.0.0.1:8080.
+    #[arg(long, value_name = "URL")]
+    pub discovery: Option<String>,
+    /// DNS server for RFC 3263 lookups (default: the system's).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub dns_server: Option<SocketAddr>,
+    /// Keepalive interval towards the server, in seconds (default: 110 on
+    /// TCP/TLS, 25 on UDP).
+    #[arg(long, value_name = "SECONDS")]
+    pub keepalive: Option<f64>,
     /// Local address and port for SIP (default: chosen by the system).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
@@ -165,6 +175,9 @@ pub enum ConfigError {
     /// A required setting is missing.
     #[error("missing --{0} (or `{0}` in --config)")]
     Missing(&'static str),
+    /// A keepalive interval that is not a duration.
+    #[error("--keepalive {0}: expected a positive number of seconds")]
+    Keepalive(f64),
     /// A codec name we do not know.
     #[error("unknown codec {0:?} (known: opus, pcmu, pcma)")]
     Codec(String),
@@ -200,6 +213,14 @@ impl AccountArgs {
             .ok_or(ConfigError::Missing("password"))?;
         let mut config = AccountConfig::new(user, domain, password);
         config.server = self.server.or(file.server);
+        config.discovery = self.discovery.or(file.discovery);
+        config.dns_server = self.dns_server.or(file.dns_server);
+        if let Some(secs) = self.keepalive.or(file.keepalive) {
+            config.keepalive = Some(
+                std::time::Duration::try_from_secs_f64(secs)
+                    .map_err(|_| ConfigError::Keepalive(secs))?,
+            );
+        }
         config.listen = self.listen.or(file.listen);
         config.ca_file = self.ca_file.or(file.ca_file);
         if let Some(expires) = self.expires.or(file.expires) {

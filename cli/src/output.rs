@@ -78,6 +78,9 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
         Event::Unreachable { server, reason } => {
             json!({"event": "unreachable", "server": server, "reason": reason})
         }
+        Event::ServerChanged { from, to, reason } => {
+            json!({"event": "server_changed", "from": from, "to": to, "reason": reason})
+        }
         Event::Error { message } => json!({"event": "error", "message": message}),
         Event::IncomingCall { call, from } => {
             json!({"event": "incoming_call", "call": call, "from": from, "location": null})
@@ -126,6 +129,9 @@ fn event_text(event: &Event) -> String {
         }
         Event::Unregistered => "unregistered".into(),
         Event::Unreachable { server, reason } => format!("{server} unreachable: {reason}"),
+        Event::ServerChanged { from, to, reason } => {
+            format!("moved from {from} to {to}: {reason}")
+        }
         Event::Error { message } => format!("error: {message}"),
         Event::IncomingCall { call, from } => format!("call {call}: incoming from {from}"),
         Event::CallState {

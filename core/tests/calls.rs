@@ -41,6 +41,8 @@ fn endpoint(user: &str, local: &str, peer: &str, seed: u64) -> Endpoint {
             retry: RetryPolicy::default(),
         },
         timers: Timers::default(),
+        keepalive: None,
+        keepalive_timeout: std::time::Duration::from_secs(5),
         seed,
     })
 }

@@ -39,6 +39,8 @@ fn endpoint() -> Endpoint {
             retry: RetryPolicy::default(),
         },
         timers: Timers::default(),
+        keepalive: None,
+        keepalive_timeout: std::time::Duration::from_secs(5),
         seed: 1,
     })
 }

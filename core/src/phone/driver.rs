@@ -4,18 +4,22 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::discovery::ServerList;
 use crate::media::sdp::{self, Codec, Direction, LocalMedia};
 use crate::sip::call::{Body, CallEvent};
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
 use crate::sip::framing::Frame;
 use crate::sip::message;
-use crate::sip::registration::RegistrationEvent;
+use crate::sip::registration::{FailureReason, RegistrationEvent};
 use crate::sip::uri::Uri;
 use crate::sip::{Transmit, Transport};
 
@@ -23,8 +27,10 @@ use super::call_media::{self, CallAudio, MediaCommand, MediaHandle, RtpSockets};
 use super::connection::{spawn_accepted, spawn_outgoing, ConnectionHandle, Inbound, TlsSetup};
 use super::datagram::DatagramSocket;
 use super::event::{CallId, CallState, Event};
+use super::migration::{Decision, Known, Migration};
 use super::server::ServerTarget;
-use super::PhoneError;
+use super::server_source::{SourceUpdate, Sources};
+use super::{contact_ip, contact_uri, tls, PhoneError};
 
 /// How long shutting down waits for the unregistration and the calls' BYEs
 /// to be answered.
@@ -61,6 +67,22 @@ pub(crate) enum Command {
         call: CallId,
         hold: bool,
     },
+    NetworkChanged,
+}
+
+/// Everything about choosing and changing servers.
+#[derive(Debug)]
+pub(crate) struct Servers {
+    pub migration: Migration,
+    /// The list the first server was chosen from.
+    pub first_list: Option<(ServerList, Vec<Known>)>,
+    pub sources: Sources,
+    /// For our Contact at a new server.
+    pub user: String,
+    /// For TLS to a new server.
+    pub ca_file: Option<PathBuf>,
+    /// The address our SIP sockets are bound to.
+    pub bound: SocketAddr,
 }
 
 /// Where calls' media runs and what it may use.
@@ -102,7 +124,6 @@ pub(crate) struct Sockets {
 
 pub(crate) struct Driver {
     endpoint: Endpoint,
-    server: ServerTarget,
     sockets: Sockets,
     tls: Option<TlsSetup>,
     connections: HashMap<(Transport, SocketAddr), ConnectionHandle>,
@@ -115,12 +136,17 @@ pub(crate) struct Driver {
     /// Our address, for media.
     media: MediaSettings,
     calls: HashMap<CallId, CallSlot>,
+    servers: Servers,
+    updates_tx: mpsc::UnboundedSender<SourceUpdate>,
+    updates_rx: mpsc::UnboundedReceiver<SourceUpdate>,
+    restart_watch: Arc<Notify>,
+    watcher: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
-            .field("server", &self.server)
+            .field("server", self.servers.migration.current())
             .finish_non_exhaustive()
     }
 }
@@ -128,17 +154,17 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     pub(crate) fn new(
         endpoint: Endpoint,
-        server: ServerTarget,
         sockets: Sockets,
         tls: Option<TlsSetup>,
         commands: mpsc::UnboundedReceiver<Command>,
         events: mpsc::UnboundedSender<Event>,
         media: MediaSettings,
+        servers: Servers,
     ) -> Driver {
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let (updates_tx, updates_rx) = mpsc::unbounded_channel();
         Driver {
             endpoint,
-            server,
             sockets,
             tls,
             connections: HashMap::new(),
@@ -150,11 +176,24 @@ impl Driver {
             shutdown: None,
             media,
             calls: HashMap::new(),
+            servers,
+            updates_tx,
+            updates_rx,
+            restart_watch: Arc::new(Notify::new()),
+            watcher: None,
         }
     }
 
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; 65_536];
+        if let Some((list, known)) = self.servers.first_list.take() {
+            self.servers.migration.handle_list(now(), list, known);
+            self.watcher = self.servers.sources.clone().watch(
+                0,
+                self.updates_tx.clone(),
+                Arc::clone(&self.restart_watch),
+            );
+        }
         loop {
             self.flush();
             if let Some((_, deadline)) = &self.shutdown {
@@ -173,9 +212,10 @@ impl Driver {
                         tracing::trace!(%from, "received over UDP\n{}", message::loggable(&buf[..n]));
                         self.endpoint.handle_datagram(now(), from, &buf[..n]);
                     }
-                    Err(e) => log_udp_error(&e),
+                    Err(e) => self.udp_error(&e),
                 },
                 Some(inbound) = self.inbound_rx.recv() => self.handle_inbound(inbound),
+                Some(update) = self.updates_rx.recv() => self.handle_source(update),
                 accepted = self.sockets.tcp.accept() => match accepted {
                     Ok((stream, remote)) => {
                         let handle = spawn_accepted(self.connection_id(), stream, remote, self.inbound_tx.clone());
@@ -187,6 +227,9 @@ impl Driver {
             }
         }
         self.flush();
+        if let Some(watcher) = self.watcher.take() {
+            watcher.abort();
+        }
         if let Some((done, _)) = self.shutdown.take() {
             let _ = done.send(());
         }
@@ -226,6 +269,7 @@ impl Driver {
             Some(Command::Reject { call, status }) => self.endpoint.reject(now(), call, status),
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
             Some(Command::Hold { call, hold }) => self.hold(call, hold),
+            Some(Command::NetworkChanged) => self.network_changed(),
             Some(Command::Media { call, command }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
@@ -577,9 +621,154 @@ impl Driver {
                 }
                 _ => {}
             }
+            self.notice_failure(&ev);
             if let Some(ev) = self.public_event(ev) {
                 let _ = self.events.send(ev);
             }
+            self.carry_out_decisions();
+        }
+    }
+
+    /// Tells the migration logic what the endpoint's events say about the
+    /// current server.
+    fn notice_failure(&mut self, ev: &EndpointEvent) {
+        let (reason, retry_after) = match ev {
+            EndpointEvent::FlowLost { reason } => (format!("flow closed: {reason}"), None),
+            EndpointEvent::KeepaliveLost { reason } => {
+                // A half-dead connection would carry the next REGISTER
+                // nowhere: drop it so the next request opens a new one.
+                let key = self.endpoint.server();
+                self.connections.remove(&key);
+                (reason.clone(), None)
+            }
+            EndpointEvent::Registration(RegistrationEvent::Failed {
+                reason,
+                status,
+                message,
+                retry_at: Some(at),
+            }) if matches!(reason, FailureReason::Timeout | FailureReason::Unreachable)
+                || status.is_some_and(|s| s >= 500) =>
+            {
+                let retry_after =
+                    (*status == Some(503)).then(|| at.saturating_duration_since(now()));
+                (message.clone(), retry_after)
+            }
+            _ => return,
+        };
+        let before = self.servers.migration.current().clone();
+        self.servers
+            .migration
+            .handle_failure(now(), &reason, retry_after);
+        if matches!(ev, EndpointEvent::KeepaliveLost { .. }) {
+            // Staying: ask the server directly whether it still has us.
+            if self.servers.migration.current() == &before {
+                self.endpoint.refresh(now());
+            }
+        }
+    }
+
+    /// A receive failed: with ICMP errors reported, that is a datagram of
+    /// ours refused or undeliverable; its destination's transactions fail
+    /// now rather than at their timeout.
+    fn udp_error(&mut self, e: &io::Error) {
+        tracing::debug!(error = %e, "UDP receive error");
+        self.report_icmp_errors();
+    }
+
+    /// Fails the transactions whose datagrams came back as ICMP errors;
+    /// returns how many there were.
+    fn report_icmp_errors(&mut self) -> usize {
+        let errors = self.sockets.udp.unreachable_destinations();
+        for (destination, why) in &errors {
+            tracing::info!(%destination, error = %why, "ICMP error for a datagram we sent");
+            self.endpoint.handle_transport_error(
+                now(),
+                Transport::Udp,
+                *destination,
+                &why.to_string(),
+            );
+        }
+        errors.len()
+    }
+
+    fn handle_source(&mut self, update: SourceUpdate) {
+        match update {
+            SourceUpdate::List(list, known) => {
+                tracing::debug!(version = list.version, "server list");
+                self.servers.migration.handle_list(now(), list, known);
+            }
+            SourceUpdate::Unavailable(why) => self.emit(Event::Error {
+                message: format!("discovery service unavailable ({why}); using the last list"),
+            }),
+        }
+        self.carry_out_decisions();
+    }
+
+    fn network_changed(&mut self) {
+        tracing::info!("network changed");
+        // Every flow may be dead; new ones open on demand.
+        self.connections.clear();
+        self.restart_watch.notify_one();
+        let target = self.servers.migration.current().clone();
+        let local = self.local_towards(&target);
+        if Some(local) != self.endpoint.contact_addr() {
+            self.move_to(target, false, "the network changed".into());
+        } else {
+            self.servers.migration.handle_network_changed();
+        }
+        self.carry_out_decisions();
+    }
+
+    /// Our SIP address as seen on the route to `target`.
+    fn local_towards(&self, target: &ServerTarget) -> SocketAddr {
+        let bound = self.servers.bound;
+        SocketAddr::new(contact_ip(bound.ip(), target.addr), bound.port())
+    }
+
+    fn carry_out_decisions(&mut self) {
+        while let Some(decision) = self.servers.migration.poll_decision() {
+            match decision {
+                Decision::MoveTo {
+                    target,
+                    make_before_break,
+                    reason,
+                } => self.move_to(target, make_before_break, reason),
+                Decision::Refresh { reason } => {
+                    tracing::info!(server = %self.servers.migration.current().label, %reason, "registering again");
+                    self.endpoint.refresh(now());
+                }
+            }
+        }
+    }
+
+    fn move_to(&mut self, target: ServerTarget, make_before_break: bool, reason: String) {
+        if target.transport == Transport::Tls {
+            let setup = tls::client_config(self.servers.ca_file.as_deref())
+                .and_then(|c| TlsSetup::new(c, &target.tls_name).map_err(PhoneError::Tls));
+            match setup {
+                Ok(setup) => self.tls = Some(setup),
+                Err(e) => {
+                    return self.emit(Event::Error {
+                        message: format!("cannot move to {}: {e}", target.label),
+                    })
+                }
+            }
+        }
+        let local = self.local_towards(&target);
+        let contact = contact_uri(&self.servers.user, local, target.transport);
+        self.endpoint.move_to(
+            now(),
+            target.transport,
+            target.addr,
+            local,
+            contact,
+            make_before_break,
+        );
+        let from = self.servers.migration.current().label.clone();
+        let to = target.label.clone();
+        self.servers.migration.moved(target);
+        if from != to {
+            self.emit(Event::ServerChanged { from, to, reason });
         }
     }
 
@@ -587,7 +776,13 @@ impl Driver {
         tracing::trace!(dest = %t.destination, transport = %t.transport, "sending\n{}", message::loggable(&t.payload));
         match t.transport {
             Transport::Udp => {
-                if let Err(e) = self.sockets.udp.send_to(&t.payload, t.destination) {
+                let mut result = self.sockets.udp.send_to(&t.payload, t.destination);
+                if result.is_err() && self.report_icmp_errors() > 0 {
+                    // The error was an earlier datagram's ICMP error, and
+                    // this one was not sent: try again.
+                    result = self.sockets.udp.send_to(&t.payload, t.destination);
+                }
+                if let Err(e) = result {
                     // A full socket buffer drops the datagram like the network
                     // would; the transaction retransmits.
                     tracing::warn!(dest = %t.destination, error = %e, "UDP send failed");
@@ -627,12 +822,13 @@ impl Driver {
     }
 
     fn public_event(&self, ev: EndpointEvent) -> Option<Event> {
-        let server = self.server.label.clone();
+        let current = self.servers.migration.current();
+        let server = current.label.clone();
         Some(match ev {
             EndpointEvent::Registration(RegistrationEvent::Registered { expires }) => {
                 Event::Registered {
                     server,
-                    transport: self.server.transport,
+                    transport: current.transport,
                     expires,
                 }
             }
@@ -648,9 +844,11 @@ impl Driver {
                 will_retry: retry_at.is_some(),
             },
             EndpointEvent::Registration(RegistrationEvent::Unregistered) => Event::Unregistered,
-            EndpointEvent::FlowLost { reason } => Event::Unreachable { server, reason },
-            EndpointEvent::Malformed { from, reason } if from == self.server.addr => Event::Error {
-                message: format!("malformed message from {}: {reason}", self.server.label),
+            EndpointEvent::FlowLost { reason } | EndpointEvent::KeepaliveLost { reason } => {
+                Event::Unreachable { server, reason }
+            }
+            EndpointEvent::Malformed { from, reason } if from == current.addr => Event::Error {
+                message: format!("malformed message from {}: {reason}", current.label),
             },
             EndpointEvent::Malformed { .. }
             | EndpointEvent::IncomingCall { .. }
@@ -680,10 +878,4 @@ fn end_reason(reason: &crate::sip::call::EndReason) -> String {
 
 fn now() -> std::time::Instant {
     std::time::Instant::now()
-}
-
-fn log_udp_error(e: &io::Error) {
-    // Linux reports an ICMP port-unreachable for an earlier send as an error
-    // on a later receive; the transaction's own timer handles the loss.
-    tracing::debug!(error = %e, "UDP receive error");
 }

@@ -80,6 +80,15 @@ pub enum Event {
         /// What happened.
         reason: String,
     },
+    /// The phone moved to another server.
+    ServerChanged {
+        /// The server left.
+        from: String,
+        /// The server now used.
+        to: String,
+        /// Why.
+        reason: String,
+    },
     /// Something went wrong that is not a registration failure.
     Error {
         /// What happened.
@@ -133,6 +142,7 @@ impl Event {
             } => Some(RegistrationState::Failed),
             Event::Unregistered => Some(RegistrationState::Unregistered),
             Event::Error { .. }
+            | Event::ServerChanged { .. }
             | Event::IncomingCall { .. }
             | Event::CallState { .. }
             | Event::CallStats { .. }

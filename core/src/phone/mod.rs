@@ -9,14 +9,16 @@ mod datagram;
 mod driver;
 mod event;
 pub mod instance_id;
+mod migration;
 mod server;
+mod server_source;
 mod tls;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use rand::Rng;
-use tokio::net::{TcpListener, TcpSocket, UdpSocket};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -28,13 +30,20 @@ use crate::sip::Transport;
 
 pub use crate::sip::registration::FailureReason;
 pub use call_media::CallAudio;
-pub use config::{AccountConfig, DEFAULT_EXPIRES};
+pub use config::{
+    AccountConfig, DEFAULT_DATAGRAM_KEEPALIVE, DEFAULT_EXPIRES, DEFAULT_STREAM_KEEPALIVE,
+    KEEPALIVE_TIMEOUT,
+};
 pub use event::{CallId, CallState, Event, RegistrationState};
 pub use server::{resolve_uri, ServerTarget};
 
 use call_media::MediaCommand;
 use connection::TlsSetup;
-use driver::{Command, Driver, MediaSettings, Sockets};
+use driver::{Command, Driver, MediaSettings, Servers, Sockets};
+use migration::Migration;
+use server_source::Sources;
+
+use crate::discovery::{remembered, DiscoveryClient};
 
 /// Why a phone could not start or take a command.
 #[derive(Debug, thiserror::Error)]
@@ -117,7 +126,35 @@ impl Phone {
         let aor_host = Host::parse(&config.domain)
             .map_err(|e| PhoneError::InvalidConfig(format!("domain: {e}")))?;
         let aor_domain = aor_host.clone();
-        let server = server::resolve(&config).await?;
+        let sources = Sources {
+            client: config
+                .discovery
+                .as_deref()
+                .map(DiscoveryClient::new)
+                .transpose()
+                .map_err(|e| PhoneError::InvalidConfig(e.to_string()))?,
+            remembered: config
+                .discovery
+                .as_ref()
+                .and(config.state_dir.as_deref())
+                .map(remembered::path),
+            domain: config.domain.clone(),
+            nameserver: config.dns_server,
+        };
+        let seed: u64 = rand::rng().random();
+        let (server, first_list) = match &config.server {
+            Some(_) => (server::resolve(&config).await?, None),
+            None => {
+                let (list, known) = sources
+                    .first()
+                    .await
+                    .map_err(|e| PhoneError::Resolve(e.to_string()))?;
+                let best = Migration::best(&list, &known, seed).ok_or_else(|| {
+                    PhoneError::Resolve("no usable server in the server list".into())
+                })?;
+                (best, Some((list, known)))
+            }
+        };
         let sockets = bind(config.listen, server.addr).await?;
         let bound = sockets
             .tcp
@@ -126,7 +163,7 @@ impl Phone {
                 addr: config.listen.unwrap_or(server.addr),
                 source,
             })?;
-        let local = SocketAddr::new(contact_ip(bound.ip(), server.addr).await, bound.port());
+        let local = SocketAddr::new(contact_ip(bound.ip(), server.addr), bound.port());
         let tls = match server.transport {
             Transport::Tls => {
                 let cfg = tls::client_config(config.ca_file.as_deref())?;
@@ -139,12 +176,11 @@ impl Phone {
                 .map_err(PhoneError::State)?,
             None => instance_id::ephemeral(),
         };
-        let mut contact = Uri::new(Some(&config.user), Host::Ip(local.ip()), Some(local.port()));
-        if server.transport != Transport::Udp {
-            contact
-                .params
-                .set("transport", Some(server.transport.param()));
-        }
+        let contact = contact_uri(&config.user, local, server.transport);
+        let keepalive = config.keepalive.unwrap_or(match server.transport {
+            Transport::Udp => DEFAULT_DATAGRAM_KEEPALIVE,
+            Transport::Tcp | Transport::Tls => DEFAULT_STREAM_KEEPALIVE,
+        });
         let endpoint = Endpoint::new(EndpointConfig {
             transport: server.transport,
             server: server.addr,
@@ -162,17 +198,19 @@ impl Phone {
                 retry: RetryPolicy {
                     base: config.retry_base,
                     max: config.retry_max,
+                    ..RetryPolicy::default()
                 },
             },
             timers: Timers::default(),
-            seed: rand::rng().random(),
+            keepalive: Some(keepalive),
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
+            seed,
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         tracing::info!(server = %server.label, %local, "phone started");
         let driver = Driver::new(
             endpoint,
-            server.clone(),
             sockets,
             tls,
             cmd_rx,
@@ -180,6 +218,14 @@ impl Phone {
             MediaSettings {
                 ip: local.ip(),
                 codecs: config.codecs.clone(),
+            },
+            Servers {
+                migration: Migration::new(server.clone(), seed),
+                first_list,
+                sources,
+                user: config.user.clone(),
+                ca_file: config.ca_file.clone(),
+                bound,
             },
         );
         let task = tokio::spawn(driver.run());
@@ -195,7 +241,8 @@ impl Phone {
         ))
     }
 
-    /// The server this phone uses.
+    /// The server this phone started with (later moves are reported as
+    /// [`Event::ServerChanged`]).
     pub fn server(&self) -> &ServerTarget {
         &self.server
     }
@@ -295,6 +342,14 @@ impl Phone {
             .map_err(|_| PhoneError::Stopped)
     }
 
+    /// Tells the phone the network changed (another Wi-Fi, mobile data):
+    /// it re-checks its address, reconnects and registers again at once.
+    pub fn network_changed(&self) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::NetworkChanged)
+            .map_err(|_| PhoneError::Stopped)
+    }
+
     /// Unregisters if registered (waiting a few seconds at most for the
     /// answer), then stops the driver.
     pub async fn shutdown(self) {
@@ -327,6 +382,9 @@ async fn bind(listen: Option<SocketAddr>, server: SocketAddr) -> Result<Sockets,
             addr: requested,
             source,
         })?;
+        if let Err(e) = udp.report_unreachable() {
+            tracing::debug!(error = %e, "ICMP errors will not be reported");
+        }
         match listen_tcp(addr) {
             Ok(tcp) => return Ok(Sockets { udp, tcp }),
             Err(source) if attempt >= attempts => return Err(PhoneError::Bind { addr, source }),
@@ -346,18 +404,28 @@ fn listen_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(64)
 }
 
+/// Our Contact: the advertised address, with the transport when not UDP.
+pub(crate) fn contact_uri(user: &str, local: SocketAddr, transport: Transport) -> Uri {
+    let mut contact = Uri::new(Some(user), Host::Ip(local.ip()), Some(local.port()));
+    if transport != Transport::Udp {
+        contact.params.set("transport", Some(transport.param()));
+    }
+    contact
+}
+
 /// The address to advertise: the bound one, or when bound to "any", the
-/// source address the system would use towards the server.
-async fn contact_ip(bound: IpAddr, server: SocketAddr) -> IpAddr {
+/// source address the system would use towards the server (a route lookup;
+/// nothing is sent).
+pub(crate) fn contact_ip(bound: IpAddr, server: SocketAddr) -> IpAddr {
     if !bound.is_unspecified() {
         return bound;
     }
-    let probe = async {
-        let s = UdpSocket::bind(SocketAddr::new(bound, 0)).await?;
-        s.connect(server).await?;
+    let probe = || {
+        let s = std::net::UdpSocket::bind(SocketAddr::new(bound, 0))?;
+        s.connect(server)?;
         s.local_addr()
     };
-    match probe.await {
+    match probe() {
         Ok(addr) => addr.ip(),
         Err(e) => {
             tracing::warn!(error = %e, "no route to the server; advertising loopback");

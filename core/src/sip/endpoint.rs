@@ -11,7 +11,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -19,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use super::call::{Body, Call, CallAction, CallConfig, CallEvent, ALLOW};
 use super::framing::Frame;
 use super::header::{NameAddr, Via};
+use super::keepalive::{options_request, Keepalive, KeepaliveAction, PING};
 use super::message::{self, Message, Method, Request, Response};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::{
@@ -44,6 +45,10 @@ pub struct EndpointConfig {
     pub registration: RegistrationConfig,
     /// Transaction timers.
     pub timers: Timers,
+    /// Keepalive interval while registered (RFC 5626 §4.4); `None` sends none.
+    pub keepalive: Option<Duration>,
+    /// How long a keepalive's pong may take before the server counts as gone.
+    pub keepalive_timeout: Duration,
     /// Seed for branch ids, tags and jitter.
     pub seed: u64,
 }
@@ -55,6 +60,11 @@ pub enum EndpointEvent {
     Registration(RegistrationEvent),
     /// The flow to the registrar was lost.
     FlowLost {
+        /// What happened.
+        reason: String,
+    },
+    /// A keepalive to the registrar went unanswered (or was refused).
+    KeepaliveLost {
         /// What happened.
         reason: String,
     },
@@ -86,8 +96,28 @@ pub enum EndpointEvent {
 /// Who is waiting for a client transaction's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Owner {
-    Registration,
+    /// The registration of this generation (see [`Binding`]).
+    Registration(u64),
+    Keepalive,
     Call(CallId, Method),
+}
+
+/// A registration with one server. Moving to another server makes a new
+/// binding; the old one lingers only to be removed from its server.
+#[derive(Debug)]
+struct Binding {
+    generation: u64,
+    transport: Transport,
+    server: SocketAddr,
+    registration: Registration,
+}
+
+/// A binding on the server we left.
+#[derive(Debug)]
+struct Leaving {
+    binding: Binding,
+    /// Make-before-break: removed only once the new binding is registered.
+    until_registered: bool,
 }
 
 /// The sans-IO user agent.
@@ -95,7 +125,9 @@ enum Owner {
 pub struct Endpoint {
     config: EndpointConfig,
     rng: StdRng,
-    registration: Registration,
+    binding: Binding,
+    leaving: Vec<Leaving>,
+    keepalive: Keepalive,
     clients: HashMap<TransactionKey, (ClientTransaction, Owner)>,
     servers: HashMap<TransactionKey, ServerTransaction>,
     invite_clients: HashMap<TransactionKey, (InviteClientTransaction, CallId)>,
@@ -110,11 +142,22 @@ impl Endpoint {
     /// A new endpoint; nothing is sent until asked.
     pub fn new(config: EndpointConfig) -> Endpoint {
         let mut rng = StdRng::seed_from_u64(config.seed);
-        let registration = Registration::new(config.registration.clone(), rng.random());
+        let binding = Binding {
+            generation: 0,
+            transport: config.transport,
+            server: config.server,
+            registration: Registration::new(config.registration.clone(), rng.random()),
+        };
+        let keepalive = Keepalive::new(
+            config.keepalive.unwrap_or(Duration::from_secs(86_400)),
+            config.keepalive_timeout,
+        );
         Endpoint {
             config,
             rng,
-            registration,
+            binding,
+            leaving: Vec::new(),
+            keepalive,
             clients: HashMap::new(),
             servers: HashMap::new(),
             invite_clients: HashMap::new(),
@@ -128,23 +171,93 @@ impl Endpoint {
 
     /// Whether the registrar currently holds our binding.
     pub fn is_registered(&self) -> bool {
-        self.registration.is_registered()
+        self.binding.registration.is_registered()
     }
 
-    /// Whether an unregistration is in flight.
+    /// Whether an unregistration is in flight (here or at a server we left).
     pub fn is_unregistering(&self) -> bool {
-        self.registration.is_unregistering()
+        self.binding.registration.is_unregistering()
+            || self
+                .leaving
+                .iter()
+                .any(|l| l.binding.registration.is_unregistering())
+    }
+
+    /// The address our Contact names.
+    pub fn contact_addr(&self) -> Option<SocketAddr> {
+        match (
+            &self.config.registration.contact.host,
+            self.config.registration.contact.port,
+        ) {
+            (Host::Ip(ip), Some(port)) => Some(SocketAddr::new(*ip, port)),
+            _ => None,
+        }
+    }
+
+    /// The server requests go to.
+    pub fn server(&self) -> (Transport, SocketAddr) {
+        (self.config.transport, self.config.server)
     }
 
     /// Starts registering.
     pub fn register(&mut self, now: Instant) {
-        self.registration.start();
+        self.binding.registration.start();
         self.pump(now);
     }
 
     /// Removes our binding.
     pub fn unregister(&mut self, now: Instant) {
-        self.registration.stop(now);
+        self.keepalive.stop();
+        self.binding.registration.stop(now);
+        self.pump(now);
+    }
+
+    /// Registers again at once with the current server (it may have lost
+    /// our binding, or our address changed).
+    pub fn refresh(&mut self, now: Instant) {
+        self.binding.registration.refresh();
+        self.pump(now);
+    }
+
+    /// Moves to another server: registers there with `contact` and sends
+    /// every new request there. With `make_before_break` the old binding is
+    /// removed only once the new one is registered (a planned migration);
+    /// without, it is removed at once, where the old server still answers.
+    /// Calls keep their dialogs; their requests follow the new server and
+    /// the route set they recorded.
+    pub fn move_to(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        server: SocketAddr,
+        local: SocketAddr,
+        contact: Uri,
+        make_before_break: bool,
+    ) {
+        self.config.transport = transport;
+        self.config.server = server;
+        self.config.local = local;
+        self.config.registration.contact = contact;
+        self.keepalive.stop();
+        let fresh = Binding {
+            generation: self.binding.generation + 1,
+            transport,
+            server,
+            registration: Registration::new(self.config.registration.clone(), self.rng.random()),
+        };
+        let mut old = std::mem::replace(&mut self.binding, fresh);
+        let active = !old.registration.is_idle();
+        if active {
+            self.binding.registration.start();
+        }
+        let until_registered = make_before_break && old.registration.is_registered();
+        if !until_registered {
+            old.registration.stop(now);
+        }
+        self.leaving.push(Leaving {
+            binding: old,
+            until_registered,
+        });
         self.pump(now);
     }
 
@@ -237,7 +350,8 @@ impl Endpoint {
     ) {
         match frame {
             Frame::Message(msg) => self.handle_message(now, transport, from, msg),
-            // Pings are answered by the driver; pongs matter to keepalive.
+            Frame::Pong if (transport, from) == self.server() => self.keepalive.handle_pong(),
+            // Pings are answered by the driver.
             Frame::Ping | Frame::Pong => {}
         }
     }
@@ -250,6 +364,10 @@ impl Endpoint {
         from: SocketAddr,
         msg: Message,
     ) {
+        if (transport, from) == self.server() {
+            // Whatever the server sends proves it is there.
+            self.keepalive.handle_pong();
+        }
         match msg {
             Message::Response(r) => self.handle_response(now, from, r),
             Message::Request(r) => self.handle_request(now, transport, from, r),
@@ -285,8 +403,15 @@ impl Endpoint {
                 outcomes.push((Owner::Call(*call, Method::Invite), o));
             }
         }
+        let lost_keepalive = outcomes.iter().any(|(o, _)| *o == Owner::Keepalive);
         for (owner, outcome) in outcomes {
             self.deliver(now, owner, outcome);
+        }
+        if lost_keepalive && self.keepalive.is_running() {
+            self.keepalive.stop();
+            self.events.push_back(EndpointEvent::KeepaliveLost {
+                reason: format!("keepalive refused: {reason}"),
+            });
         }
         self.pump(now);
     }
@@ -301,14 +426,12 @@ impl Endpoint {
         reason: &str,
     ) {
         self.handle_transport_error(now, transport, remote, reason);
-        if transport == self.config.transport
-            && remote == self.config.server
-            && self.registration.is_registered()
-        {
+        if (transport, remote) == self.server() && self.binding.registration.is_registered() {
+            self.keepalive.stop();
             self.events.push_back(EndpointEvent::FlowLost {
                 reason: reason.to_owned(),
             });
-            self.registration.handle_flow_lost();
+            self.binding.registration.handle_flow_lost();
             self.pump(now);
         }
     }
@@ -344,8 +467,35 @@ impl Endpoint {
         for call in self.calls.values_mut() {
             call.handle_timeout(now);
         }
-        self.registration.handle_timeout(now);
+        self.binding.registration.handle_timeout(now);
+        for l in &mut self.leaving {
+            l.binding.registration.handle_timeout(now);
+        }
+        let jitter = self.rng.random();
+        match self.keepalive.handle_timeout(now, jitter) {
+            Some(KeepaliveAction::Ping) => self.ping(now),
+            Some(KeepaliveAction::Lost) => self.events.push_back(EndpointEvent::KeepaliveLost {
+                reason: "no answer to keepalive".into(),
+            }),
+            None => {}
+        }
         self.pump(now);
+    }
+
+    /// A CRLF on a stream, an OPTIONS on UDP (RFC 5626 §4.4).
+    fn ping(&mut self, now: Instant) {
+        let (transport, server) = self.server();
+        if transport.is_reliable() {
+            self.transmits.push_back(Transmit {
+                transport,
+                destination: server,
+                payload: PING.to_vec(),
+            });
+        } else {
+            let target = Uri::new(None, Host::Ip(server.ip()), Some(server.port()));
+            let request = options_request(&target, self.config.local, transport, self.rng.random());
+            self.start_client(now, request, Owner::Keepalive);
+        }
     }
 
     /// The earliest time [`Endpoint::handle_timeout`] must be called.
@@ -372,7 +522,13 @@ impl Endpoint {
             .chain(invite_clients)
             .chain(invite_servers)
             .chain(calls)
-            .chain(self.registration.poll_timeout())
+            .chain(self.binding.registration.poll_timeout())
+            .chain(
+                self.leaving
+                    .iter()
+                    .filter_map(|l| l.binding.registration.poll_timeout()),
+            )
+            .chain(self.keepalive.poll_timeout())
             .min()
     }
 
@@ -424,12 +580,20 @@ impl Endpoint {
 
     fn deliver(&mut self, now: Instant, owner: Owner, outcome: ClientOutcome) {
         match (owner, outcome) {
-            (Owner::Registration, ClientOutcome::Response(r)) => {
-                self.registration.handle_response(now, &r)
+            (Owner::Registration(generation), outcome) => {
+                let binding = std::iter::once(&mut self.binding)
+                    .chain(self.leaving.iter_mut().map(|l| &mut l.binding))
+                    .find(|b| b.generation == generation);
+                if let Some(b) = binding {
+                    match outcome {
+                        ClientOutcome::Response(r) => b.registration.handle_response(now, &r),
+                        ClientOutcome::Failed(f) => b.registration.handle_failure(now, &f),
+                    }
+                }
             }
-            (Owner::Registration, ClientOutcome::Failed(f)) => {
-                self.registration.handle_failure(now, &f)
-            }
+            (Owner::Keepalive, ClientOutcome::Response(_)) => self.keepalive.handle_pong(),
+            // A timed-out keepalive is the keepalive's own deadline's business.
+            (Owner::Keepalive, ClientOutcome::Failed(_)) => {}
             (Owner::Call(id, _), ClientOutcome::Response(r)) => {
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.handle_response(now, &r);
@@ -587,12 +751,37 @@ impl Endpoint {
 
     /// Moves what the agents queued into transactions and collects what to send.
     fn pump(&mut self, now: Instant) {
-        while let Some(request) = self.registration.poll_request() {
-            self.start_client(now, request, Owner::Registration);
+        let (generation, transport, server) = (
+            self.binding.generation,
+            self.binding.transport,
+            self.binding.server,
+        );
+        while let Some(request) = self.binding.registration.poll_request() {
+            self.start_client_to(
+                now,
+                request,
+                Owner::Registration(generation),
+                transport,
+                server,
+            );
         }
-        while let Some(ev) = self.registration.poll_event() {
+        let mut registered = false;
+        while let Some(ev) = self.binding.registration.poll_event() {
+            match ev {
+                RegistrationEvent::Registered { .. } => {
+                    registered = true;
+                    if self.config.keepalive.is_some() {
+                        let jitter = self.rng.random();
+                        self.keepalive.start(now, jitter);
+                    }
+                }
+                RegistrationEvent::Unregistered | RegistrationEvent::Failed { .. } => {
+                    self.keepalive.stop()
+                }
+            }
             self.events.push_back(EndpointEvent::Registration(ev));
         }
+        self.pump_leaving(now, registered);
         let mut actions = Vec::new();
         let mut call_events = Vec::new();
         for (id, call) in &mut self.calls {
@@ -742,15 +931,53 @@ impl Endpoint {
     }
 
     fn start_client(&mut self, now: Instant, request: Request, owner: Owner) {
+        let (transport, server) = self.server();
+        self.start_client_to(now, request, owner, transport, server);
+    }
+
+    fn start_client_to(
+        &mut self,
+        now: Instant,
+        request: Request,
+        owner: Owner,
+        transport: Transport,
+        server: SocketAddr,
+    ) {
         let (request, key) = self.with_new_via(request);
-        let tx = ClientTransaction::new(
-            now,
-            &request,
-            self.config.transport,
-            self.config.server,
-            self.config.timers,
-        );
+        let tx = ClientTransaction::new(now, &request, transport, server, self.config.timers);
         self.clients.insert(key, (tx, owner));
+    }
+
+    /// Unregisters from servers we left once that is due (at once, or for
+    /// make-before-break when the new binding is up) and forgets them when
+    /// done. What they report is only logged: the phone's state is the
+    /// current binding's.
+    fn pump_leaving(&mut self, now: Instant, new_binding_registered: bool) {
+        let mut requests = Vec::new();
+        for l in &mut self.leaving {
+            if l.until_registered && new_binding_registered {
+                l.until_registered = false;
+                l.binding.registration.stop(now);
+            }
+            let b = &mut l.binding;
+            while let Some(request) = b.registration.poll_request() {
+                requests.push((request, b.generation, b.transport, b.server));
+            }
+            while let Some(ev) = b.registration.poll_event() {
+                tracing::debug!(server = %b.server, ?ev, "binding at a server we left");
+            }
+        }
+        for (request, generation, transport, server) in requests {
+            self.start_client_to(
+                now,
+                request,
+                Owner::Registration(generation),
+                transport,
+                server,
+            );
+        }
+        self.leaving
+            .retain(|l| l.until_registered || !l.binding.registration.is_idle());
     }
 }
 
@@ -781,6 +1008,8 @@ mod tests {
                 retry: RetryPolicy::default(),
             },
             timers: Timers::default(),
+            keepalive: Some(Duration::from_secs(30)),
+            keepalive_timeout: Duration::from_secs(5),
             seed: 7,
         })
     }
@@ -834,6 +1063,108 @@ mod tests {
             }))
         );
         assert!(ep.is_registered());
+    }
+
+    /// What was sent, with where it went.
+    fn sent_to(ep: &mut Endpoint) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::iter::from_fn(|| ep.poll_transmit())
+            .map(|t| (t.destination, t.payload))
+            .collect()
+    }
+
+    fn register_over(ep: &mut Endpoint, t: Instant, transport: Transport, server: SocketAddr) {
+        let (dest, bytes) = sent_to(ep).remove(0);
+        assert_eq!(dest, server);
+        let req = message::parse(&bytes).unwrap();
+        let frame = Frame::Message(message::parse(&answer(&req, 200, "Expires: 60")).unwrap());
+        ep.handle_frame(t, transport, server, frame);
+    }
+
+    #[test]
+    fn a_planned_move_registers_at_the_new_server_before_leaving_the_old() {
+        let t0 = Instant::now();
+        let old: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        let new: SocketAddr = "127.0.0.3:5060".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+        let mut ep = endpoint(Transport::Tcp);
+        ep.register(t0);
+        register_over(&mut ep, t0, Transport::Tcp, old);
+        assert!(ep.is_registered());
+        let contact = Uri::parse("sip:alice@127.0.0.1:5070;transport=tcp").unwrap();
+        ep.move_to(t0, Transport::Tcp, new, local, contact, true);
+        let out = sent_to(&mut ep);
+        assert_eq!(out.len(), 1, "only the new REGISTER");
+        assert_eq!(out[0].0, new);
+        let req = message::parse(&out[0].1).unwrap();
+        assert_eq!(req.headers().get("Expires"), Some("60"));
+        let frame = Frame::Message(message::parse(&answer(&req, 200, "Expires: 60")).unwrap());
+        ep.handle_frame(t0, Transport::Tcp, new, frame);
+        // Now, and only now, the old binding goes.
+        let out = sent_to(&mut ep);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, old);
+        let unregister = message::parse(&out[0].1).unwrap();
+        assert_eq!(unregister.headers().get("Expires"), Some("0"));
+        assert!(ep.is_unregistering());
+        let frame = Frame::Message(message::parse(&answer(&unregister, 200, "")).unwrap());
+        ep.handle_frame(t0, Transport::Tcp, old, frame);
+        assert!(!ep.is_unregistering() && ep.is_registered());
+        // Its events were the old binding's business, not the phone's.
+        let events: Vec<_> = std::iter::from_fn(|| ep.poll_event()).collect();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| matches!(
+                    e,
+                    EndpointEvent::Registration(RegistrationEvent::Unregistered)
+                ))
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn keepalives_are_crlf_on_streams_options_on_udp_and_their_loss_is_reported() {
+        let t0 = Instant::now();
+        let server: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        let mut ep = endpoint(Transport::Tcp);
+        ep.register(t0);
+        register_over(&mut ep, t0, Transport::Tcp, server);
+        ep.handle_timeout(t0 + Duration::from_secs(23));
+        assert!(
+            sent_to(&mut ep).is_empty(),
+            "not before 80 % of the interval"
+        );
+        let due = t0 + Duration::from_secs(30);
+        ep.handle_timeout(due);
+        let out = sent_to(&mut ep);
+        assert_eq!(out, vec![(server, PING.to_vec())]);
+        ep.handle_frame(due, Transport::Tcp, server, Frame::Pong);
+        let next = due + Duration::from_secs(30);
+        ep.handle_timeout(next);
+        // (with the registration's refresh, due by now too)
+        assert!(sent_to(&mut ep).contains(&(server, PING.to_vec())));
+        let _ = std::iter::from_fn(|| ep.poll_event()).count();
+        ep.handle_timeout(next + Duration::from_secs(5));
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::KeepaliveLost { .. })
+        ));
+
+        let mut ep = endpoint(Transport::Udp);
+        ep.register(t0);
+        register_over(&mut ep, t0, Transport::Udp, server);
+        let due = t0 + Duration::from_secs(30);
+        ep.handle_timeout(due);
+        let out = sent(&mut ep);
+        assert!(matches!(&out[0], Message::Request(r) if r.method == Method::Options));
+        // An ICMP "port unreachable" for it is a loss at once.
+        let _ = std::iter::from_fn(|| ep.poll_event()).count();
+        ep.handle_transport_error(due, Transport::Udp, server, "connection refused");
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::KeepaliveLost { .. })
+        ));
     }
 
     #[test]

@@ -80,12 +80,21 @@ pub enum RegistrationEvent {
 }
 
 /// Backoff after failed attempts.
+///
+/// A server that went away during a live migration is back within a few
+/// seconds, so for `fast_window` after the first failure the agent retries
+/// every `fast` (jittered); only then does it back off exponentially, so a
+/// server that stays down is not hammered by its whole fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Delay after the first failure.
+    /// Delay after the first failure once the fast window is over.
     pub base: Duration,
     /// Upper bound of the delay.
     pub max: Duration,
+    /// Delay between attempts inside the fast window.
+    pub fast: Duration,
+    /// How long after the first failure the fast retries go on.
+    pub fast_window: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -93,6 +102,8 @@ impl Default for RetryPolicy {
         RetryPolicy {
             base: Duration::from_secs(1),
             max: Duration::from_secs(120),
+            fast: Duration::from_millis(500),
+            fast_window: Duration::from_secs(10),
         }
     }
 }
@@ -101,9 +112,18 @@ impl RetryPolicy {
     /// The delay before attempt `failures + 1`: doubling from `base`, capped
     /// at `max`, scaled by a random factor in [0.5, 1.0] (RFC 5626 §4.5 style
     /// jitter). A Retry-After from the server takes precedence.
-    fn delay(&self, failures: u32, retry_after: Option<u32>, rng: &mut StdRng) -> Duration {
+    fn delay(
+        &self,
+        failures: u32,
+        failing_for: Duration,
+        retry_after: Option<u32>,
+        rng: &mut StdRng,
+    ) -> Duration {
         if let Some(secs) = retry_after {
-            return Duration::from_secs(u64::from(secs)).max(self.base);
+            return Duration::from_secs(u64::from(secs)).max(self.fast);
+        }
+        if failing_for < self.fast_window {
+            return self.fast.mul_f64(rng.random_range(0.5..=1.0));
         }
         let exp = failures.saturating_sub(1).min(20);
         let full = self.base.saturating_mul(1u32 << exp).min(self.max);
@@ -163,6 +183,8 @@ pub struct Registration {
     wake_at: Option<Instant>,
     registered_until: Option<Instant>,
     failures: u32,
+    /// When the current run of failures began.
+    failing_since: Option<Instant>,
     unregister_pending: bool,
     requests: VecDeque<Request>,
     events: VecDeque<RegistrationEvent>,
@@ -188,6 +210,7 @@ impl Registration {
             wake_at: None,
             registered_until: None,
             failures: 0,
+            failing_since: None,
             unregister_pending: false,
             requests: VecDeque::new(),
             events: VecDeque::new(),
@@ -210,6 +233,7 @@ impl Registration {
         match self.state {
             State::Idle | State::Failed | State::WaitingRetry => {
                 self.failures = 0;
+                self.failing_since = None;
                 self.unregister_pending = false;
                 self.send_register(false);
             }
@@ -241,6 +265,21 @@ impl Registration {
             self.registered_until = None;
             self.send_register(false);
         }
+    }
+
+    /// Registers again now rather than at the refresh time or the next
+    /// retry: the server may have lost our binding (it came back from
+    /// being down), or our address changed.
+    pub fn refresh(&mut self) {
+        if matches!(self.state, State::Registered | State::WaitingRetry) {
+            self.send_register(false);
+        }
+    }
+
+    /// Whether the agent has nothing left to do (never started, removed,
+    /// or failed for good).
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Idle | State::Failed)
     }
 
     /// A response to the REGISTER in flight.
@@ -357,6 +396,7 @@ impl Registration {
         }
         self.state = State::Registered;
         self.failures = 0;
+        self.failing_since = None;
         self.registered_until = Some(now + Duration::from_secs(u64::from(granted)));
         let refresh =
             Duration::from_secs(u64::from(granted)).mul_f64(self.rng.random_range(0.8..0.9));
@@ -447,12 +487,17 @@ impl Registration {
             return;
         }
         let retry_at = retry.then(|| {
-            self.failures += 1;
+            let since = *self.failing_since.get_or_insert(now);
+            if now.duration_since(since) >= self.config.retry.fast_window {
+                self.failures += 1;
+            }
             let retry_after = response.and_then(|r| r.headers.seconds("Retry-After"));
-            now + self
-                .config
-                .retry
-                .delay(self.failures, retry_after, &mut self.rng)
+            now + self.config.retry.delay(
+                self.failures,
+                now.duration_since(since),
+                retry_after,
+                &mut self.rng,
+            )
         });
         self.state = if retry_at.is_some() {
             State::WaitingRetry
@@ -764,7 +809,7 @@ mod tests {
         reg.start();
         let mut now = t0;
         let mut delays = Vec::new();
-        for _ in 0..10 {
+        for _ in 0..50 {
             next(&mut reg);
             reg.handle_failure(now, &ClientFailure::Timeout);
             let Some(RegistrationEvent::Failed {
@@ -775,11 +820,24 @@ mod tests {
             else {
                 panic!("expected a timeout failure with a retry");
             };
-            delays.push(at - now);
+            delays.push((now - t0, at - now));
             now = at;
             reg.handle_timeout(now);
         }
-        for (i, d) in delays.iter().enumerate() {
+        // Fast retries while a migrating server may come back, then
+        // exponential backoff from the base.
+        let fast: Vec<_> = delays
+            .iter()
+            .take_while(|(t, _)| t.as_secs() < 10)
+            .collect();
+        assert!(fast.len() >= 20, "{}", fast.len());
+        for (_, d) in &fast {
+            assert!(
+                *d >= Duration::from_millis(250) && *d <= Duration::from_millis(500),
+                "{d:?}"
+            );
+        }
+        for (i, (_, d)) in delays[fast.len()..].iter().enumerate() {
             let full = Duration::from_secs(1 << i.min(20)).min(Duration::from_secs(120));
             assert!(
                 *d >= full / 2 && *d <= full,
