@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Locus needs to build, run its demo and run its tests, when it
 # is missing: Debian packages (ALSA headers, autotools and libclang for the
-# audio crates, Kamailio with sqlite and TLS modules, baresip
-# as the independent peer, espeak-ng for test speech, a JDK and Maven for the
-# Kotlin tests, a C compiler and cmake for the bundled sqlite, ring and
-# libopus builds), the PyPI packages that score speech quality (pesq, numpy,
-# scipy) and the Rust components used by the checks. Maven artifacts are
-# fetched by Maven itself on first use. Safe to run again: it installs
-# nothing twice.
+# audio crates, Kamailio with sqlite and TLS modules, baresip as the
+# independent peer, dnsmasq as a loopback DNS server, espeak-ng for test
+# speech, a JDK and Maven for the Kotlin tests, a C compiler and cmake for the
+# bundled sqlite, ring and libopus builds), the PyPI packages that score
+# speech quality (pesq, numpy, scipy) and the Rust components used by the
+# checks. Maven artifacts are fetched by Maven itself on first use. Safe to
+# run again: it installs nothing twice.
 set -euo pipefail
 
 as_root() {
@@ -39,6 +39,8 @@ command -v autoreconf >/dev/null 2>&1 || missing+=(autoconf automake)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v baresip >/dev/null 2>&1 || missing+=(baresip-core)
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+# The DNS server the RFC 3263 tests start on loopback (without its service).
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq-base)
 # Speech scoring: PyPI's pesq builds a C extension, so pip and the Python
 # headers are needed too (Debian's python3 comes with neither).
 scoring='import pesq, numpy, scipy'

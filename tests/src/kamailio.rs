@@ -73,6 +73,8 @@ pub struct Kamailio {
     /// TLS port.
     pub tls_port: u16,
     pki: Option<TestPki>,
+    /// The sibling server calls are handed to (re-applied after restarts).
+    sibling: Option<String>,
 }
 
 const INSTALL_HINT: &str =
@@ -119,6 +121,7 @@ impl Kamailio {
             port,
             tls_port,
             pki,
+            sibling: None,
         };
         k.spawn(&binary)?;
         Ok(k)
@@ -137,7 +140,37 @@ impl Kamailio {
                 .arg(dir),
             &dir.join("kamailio.log"),
         )?);
-        self.wait_ready(Duration::from_secs(15))
+        self.wait_ready(Duration::from_secs(15))?;
+        if let Some(uri) = self.sibling.clone() {
+            self.kamcmd(&["pv.shvSet", "sibling", "str", &uri])?;
+        }
+        Ok(())
+    }
+
+    /// Hands calls for users not registered here to `other` (see the
+    /// configuration's request route).
+    pub fn set_sibling(&mut self, other: &Kamailio) -> Result<(), HarnessError> {
+        let uri = format!("sip:{}:{}", other.ip, other.port);
+        self.kamcmd(&["pv.shvSet", "sibling", "str", &uri])?;
+        self.sibling = Some(uri);
+        Ok(())
+    }
+
+    /// Kills every Kamailio process at once (SIGKILL), as a crashed host
+    /// would: no goodbyes on its connections beyond the kernel's.
+    pub fn kill(&mut self) {
+        if let Some(daemon) = &self.daemon {
+            let _ = daemon.signal(Signal::SIGKILL);
+        }
+        self.daemon = None;
+    }
+
+    /// Starts again at the same address after [`Kamailio::kill`] or
+    /// [`Kamailio::stop`], with an empty location table.
+    pub fn start_again(&mut self) -> Result<(), HarnessError> {
+        let binary =
+            which("kamailio").ok_or_else(|| HarnessError::NotInstalled(INSTALL_HINT.into()))?;
+        self.spawn(&binary)
     }
 
     /// Waits until Kamailio answers an OPTIONS over UDP.
@@ -244,9 +277,7 @@ impl Kamailio {
     /// table (usrloc keeps it in memory only).
     pub fn restart(&mut self) -> Result<(), HarnessError> {
         self.stop();
-        let binary =
-            which("kamailio").ok_or_else(|| HarnessError::NotInstalled(INSTALL_HINT.into()))?;
-        self.spawn(&binary)
+        self.start_again()
     }
 
     /// Pauses every Kamailio process (as a live migration does).
@@ -386,6 +417,10 @@ loadmodule "nathelper.so"
     let _ = write!(
         cfg,
         r#"modparam("ctl", "binrpc", "unix:{ctl}")
+# The sibling server (set at run time with `pv.shvSet sibling`): a call for
+# someone not registered here is tried there, as a cluster whose servers
+# share no location table routes between them.
+modparam("pv", "shvset", "sibling=s:")
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "min_expires", {min})
 modparam("registrar", "max_expires", {max})
@@ -442,16 +477,26 @@ request_route {{
         sl_send_reply("200", "Alive");
         exit;
     }}
-    if (is_method("INVITE")) {{
-        # Only our subscribers place calls (407 Proxy-Authenticate).
+    if (is_method("INVITE") && !is_present_hf("X-Locus-Sibling")) {{
+        # Only our subscribers place calls (407 Proxy-Authenticate); the
+        # sibling has checked the calls it hands over.
         if (!auth_check("$fd", "subscriber", "1")) {{
             auth_challenge("$fd", "1");
             exit;
         }}
         consume_credentials();
+    }}
+    if (is_method("INVITE")) {{
         record_route();
     }}
     if (!lookup("location")) {{
+        if ($shv(sibling) != "" && !is_present_hf("X-Locus-Sibling")) {{
+            append_hf("X-Locus-Sibling: 1\r\n");
+            $du = $shv(sibling);
+            t_set_fr(1500, 1500);
+            t_relay();
+            exit;
+        }}
         sl_send_reply("404", "Not Found");
         exit;
     }}

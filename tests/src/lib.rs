@@ -6,8 +6,11 @@
 
 pub mod baresip;
 pub mod certs;
+pub mod discovery;
+pub mod dns;
 pub mod kamailio;
 pub mod loopback;
+pub mod migration;
 
 pub use kamailio::{DigestAlgorithm, Kamailio, KamailioConfig};
 
@@ -35,6 +38,9 @@ pub enum HarnessError {
     /// Audio could not be converted or scored.
     #[error("audio: {0}")]
     Audio(String),
+    /// The discovery service failed to start or answer.
+    #[error("discovery service: {0}")]
+    Discovery(String),
     /// baresip failed to start or misbehaved.
     #[error("baresip: {0}")]
     Baresip(String),

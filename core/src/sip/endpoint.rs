@@ -492,8 +492,11 @@ impl Endpoint {
                 payload: PING.to_vec(),
             });
         } else {
-            let target = Uri::new(None, Host::Ip(server.ip()), Some(server.port()));
-            let request = options_request(&target, self.config.local, transport, self.rng.random());
+            // To our own address of record: the registrar routes it back
+            // to us while it holds our binding, and answers 404 once it has
+            // lost it (a restart), which nothing else on UDP would tell us.
+            let aor = self.config.registration.aor.clone();
+            let request = options_request(&aor, self.config.local, transport, self.rng.random());
             self.start_client(now, request, Owner::Keepalive);
         }
     }
@@ -591,7 +594,17 @@ impl Endpoint {
                     }
                 }
             }
-            (Owner::Keepalive, ClientOutcome::Response(_)) => self.keepalive.handle_pong(),
+            (Owner::Keepalive, ClientOutcome::Response(r)) => {
+                self.keepalive.handle_pong();
+                if matches!(r.status, 404 | 410 | 480) && self.binding.registration.is_registered()
+                {
+                    tracing::info!(
+                        status = r.status,
+                        "the registrar lost our binding; registering again"
+                    );
+                    self.binding.registration.refresh();
+                }
+            }
             // A timed-out keepalive is the keepalive's own deadline's business.
             (Owner::Keepalive, ClientOutcome::Failed(_)) => {}
             (Owner::Call(id, _), ClientOutcome::Response(r)) => {
@@ -1157,7 +1170,18 @@ mod tests {
         let due = t0 + Duration::from_secs(30);
         ep.handle_timeout(due);
         let out = sent(&mut ep);
-        assert!(matches!(&out[0], Message::Request(r) if r.method == Method::Options));
+        assert!(matches!(&out[0], Message::Request(r)
+            if r.method == Method::Options && r.uri.to_string() == "sip:alice@example.test"));
+        // The registrar answering 404 for our own address: it lost us.
+        ep.handle_datagram(due, server, &answer(&out[0], 404, ""));
+        let again = sent(&mut ep);
+        assert!(matches!(&again[0], Message::Request(r) if r.method == Method::Register));
+        let due = due + Duration::from_secs(30);
+        ep.handle_timeout(due);
+        let out: Vec<_> = sent(&mut ep)
+            .into_iter()
+            .filter(|m| matches!(m, Message::Request(r) if r.method == Method::Options))
+            .collect();
         // An ICMP "port unreachable" for it is a loss at once.
         let _ = std::iter::from_fn(|| ep.poll_event()).count();
         ep.handle_transport_error(due, Transport::Udp, server, "connection refused");
