@@ -73,7 +73,8 @@ pub enum Command {
         #[command(flatten)]
         audio: AudioArgs,
     },
-    /// Start a local Kamailio and two phones, and show what happens.
+    /// Start two local Kamailios, a discovery service and two phones; call,
+    /// drain the primary mid-call, and show what happens.
     Demo {
         /// How long the phones stay registered, in seconds.
         #[arg(long = "for", value_name = "SECONDS", default_value = "3")]

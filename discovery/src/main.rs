@@ -5,9 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use locus_discovery::api::{router, AppState};
 use locus_discovery::config::Config;
-use locus_discovery::health;
 use locus_discovery::registry::Registry;
 
 /// The Locus discovery service.
@@ -41,11 +39,9 @@ fn main() -> ExitCode {
         }
     };
     let listen = args.listen.unwrap_or(config.listen);
+    let mut config = config;
+    config.admin_token = args.admin_token.or(config.admin_token);
     let registry = Arc::new(Registry::new(&config.servers));
-    let state = Arc::new(AppState {
-        registry: Arc::clone(&registry),
-        admin_token: args.admin_token.or(config.admin_token),
-    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -55,9 +51,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        health::spawn(registry, &config.servers, config.health);
         tracing::info!(addr = %listener.local_addr()?, servers = config.servers.len(), "serving");
-        axum::serve(listener, router(state)).await
+        locus_discovery::serve(listener, config, registry).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
