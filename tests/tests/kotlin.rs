@@ -5,8 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use locus_core::discovery::Health;
 use locus_core::Transport;
+use locus_tests::discovery::{DiscoveryService, Listed};
 use locus_tests::{Kamailio, KamailioConfig};
 
 fn workspace() -> PathBuf {
@@ -65,6 +68,31 @@ fn kotlin_phone_registers_through_rust_with_kamailio() {
         .arg(&sources));
 
     let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    // For the migration test: a discovery service whose primary is `k`.
+    let secondary = Kamailio::start(KamailioConfig::default()).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let service = runtime
+        .block_on(DiscoveryService::start(
+            &[
+                Listed {
+                    id: "primary".into(),
+                    uri: k.server_uri(Transport::Tcp),
+                    priority: 10,
+                },
+                Listed {
+                    id: "secondary".into(),
+                    uri: secondary.server_uri(Transport::Tcp),
+                    priority: 20,
+                },
+            ],
+            Duration::from_millis(250),
+        ))
+        .unwrap();
+    runtime
+        .block_on(service.wait_until(Duration::from_secs(5), |l| {
+            l.servers.iter().all(|s| s.health == Health::Up)
+        }))
+        .unwrap();
     run(Command::new("mvn")
         .current_dir(workspace().join("android/locus"))
         .args(["-B", "-q", "test"])
@@ -74,7 +102,10 @@ fn kotlin_phone_registers_through_rust_with_kamailio() {
         .env("LOCUS_TEST_USER", "alice")
         .env("LOCUS_TEST_PASSWORD", "alice-secret")
         .env("LOCUS_TEST_PEER_USER", "bob")
-        .env("LOCUS_TEST_PEER_PASSWORD", "bob-secret"));
+        .env("LOCUS_TEST_PEER_PASSWORD", "bob-secret")
+        .env("LOCUS_TEST_DISCOVERY", &service.url)
+        .env("LOCUS_TEST_DISCOVERY_TOKEN", locus_tests::discovery::TOKEN)
+        .env("LOCUS_TEST_DRAIN_SERVER", k.server_uri(Transport::Tcp)));
     assert!(
         k.contacts("alice").unwrap().is_empty(),
         "the Kotlin test unregistered"

@@ -33,6 +33,12 @@ class LocusPhone private constructor(
     /** Each call's state by id: incoming, calling, ringing, connected, held, ended. */
     val calls: StateFlow<Map<ULong, String>> = listener.calls.asStateFlow()
 
+    /**
+     * The SIP server in use (its URI), once known: set by each registration
+     * and each move to another server (a migration, a failover).
+     */
+    val server: StateFlow<String?> = listener.server.asStateFlow()
+
     /** The local SIP address, `ip:port`. */
     val localAddress: String get() = phone.localAddress()
 
@@ -71,6 +77,12 @@ class LocusPhone private constructor(
     /** Mutes or unmutes the microphone in a call (the peer hears silence). */
     fun mute(call: ULong, muted: Boolean = true) = phone.mute(call, muted)
 
+    /**
+     * Tells the phone the network changed (wire it to Android's
+     * `ConnectivityManager.NetworkCallback`): it registers again at once.
+     */
+    fun networkChanged() = phone.networkChanged()
+
     private fun audio(audioIn: String?, audioOut: String?) =
         CallAudioSettings(audioIn, audioOut, soundCard = audioIn == null && audioOut == null)
 
@@ -90,11 +102,14 @@ class LocusPhone private constructor(
         )
 
         val calls = MutableStateFlow<Map<ULong, String>>(emptyMap())
+        val server = MutableStateFlow<String?>(null)
 
         override fun onEvent(event: PhoneEvent) {
             when (event) {
                 is PhoneEvent.IncomingCall -> calls.update { it + (event.call to "incoming") }
                 is PhoneEvent.CallState -> calls.update { it + (event.call to event.state) }
+                is PhoneEvent.Registered -> server.value = event.server
+                is PhoneEvent.ServerChanged -> server.value = event.to
                 else -> {}
             }
             events.tryEmit(event)

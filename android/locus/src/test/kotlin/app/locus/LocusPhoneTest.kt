@@ -10,6 +10,10 @@ import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
 import kotlinx.coroutines.withTimeout
 import org.junit.jupiter.api.Test
+import java.net.URI
+import java.net.http.HttpClient
+import java.net.http.HttpRequest
+import java.net.http.HttpResponse
 import org.junit.jupiter.api.assertThrows
 import kotlin.test.assertEquals
 import kotlin.time.Duration.Companion.seconds
@@ -46,6 +50,36 @@ class LocusPhoneTest {
 
             phone.unregister()
             withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.UNREGISTERED } }
+            phone.shutdown()
+        }
+    }
+
+    @Test
+    fun `follows the discovery service to another server when its server drains`() = runBlocking {
+        val discovery = env("LOCUS_TEST_DISCOVERY")
+        val drained = env("LOCUS_TEST_DRAIN_SERVER")
+        val discovered = settings().copy(server = null, discovery = discovery)
+        LocusPhone.start(discovered).use { phone ->
+            phone.register()
+            withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.REGISTERED } }
+            assertEquals(drained, phone.server.value)
+
+            // What a cloud manager's migration hook does.
+            val request = HttpRequest.newBuilder(URI("$discovery/v1/admin/servers/primary/state"))
+                .header("Authorization", "Bearer ${env("LOCUS_TEST_DISCOVERY_TOKEN")}")
+                .header("Content-Type", "application/json")
+                .PUT(HttpRequest.BodyPublishers.ofString("""{"state": "draining"}"""))
+                .build()
+            val answer = HttpClient.newBuilder().proxy(HttpClient.Builder.NO_PROXY).build()
+                .send(request, HttpResponse.BodyHandlers.ofString())
+            assertEquals(200, answer.statusCode(), answer.body())
+
+            val moved = withTimeout(10.seconds) {
+                phone.events.first { it is PhoneEvent.ServerChanged } as PhoneEvent.ServerChanged
+            }
+            assertEquals(drained, moved.from)
+            withTimeout(10.seconds) { phone.server.first { it != drained } }
+            withTimeout(10.seconds) { phone.registration.first { it == RegistrationState.REGISTERED } }
             phone.shutdown()
         }
     }
