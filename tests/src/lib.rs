@@ -9,6 +9,7 @@ pub mod certs;
 pub mod discovery;
 pub mod dns;
 pub mod kamailio;
+pub mod load;
 pub mod loopback;
 pub mod migration;
 

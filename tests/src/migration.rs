@@ -111,7 +111,7 @@ pub struct Outcome {
 }
 
 /// Per-call states seen by a phone, with when.
-type CallLog = Arc<Mutex<HashMap<CallId, Vec<(CallState, Instant, Option<String>)>>>>;
+pub(crate) type CallLog = Arc<Mutex<HashMap<CallId, Vec<(CallState, Instant, Option<String>)>>>>;
 
 /// Runs one scenario over `transport`.
 pub async fn run(scenario: Scenario, transport: Transport) -> Result<Outcome, HarnessError> {
@@ -350,14 +350,14 @@ fn first_recovery(results: &[(Instant, bool)]) -> Option<usize> {
         .map(|i| failed + i)
 }
 
-fn ended(calls: &CallLog, id: CallId) -> bool {
+pub(crate) fn ended(calls: &CallLog, id: CallId) -> bool {
     calls.lock().is_ok_and(|c| {
         c.get(&id)
             .is_some_and(|states| states.iter().any(|(s, _, _)| *s == CallState::Ended))
     })
 }
 
-async fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if pred() {
@@ -423,7 +423,7 @@ async fn answer_everything(
     }
 }
 
-async fn log_calls(mut events: locus_core::Events, calls: CallLog) {
+pub(crate) async fn log_calls(mut events: locus_core::Events, calls: CallLog) {
     while let Some(ev) = events.recv().await {
         if let Event::CallState {
             call,
