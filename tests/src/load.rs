@@ -43,12 +43,13 @@ pub struct LoadOutcome {
 /// Places `rate` calls per second for 15 s over `transport` through one
 /// Kamailio, paused for 3 s at 5 s.
 pub async fn run(rate: u32, transport: Transport) -> Result<LoadOutcome, HarnessError> {
-    let mut config = KamailioConfig::default();
-    config.users = (0..PAIRS)
-        .flat_map(|i| [format!("caller{i}"), format!("callee{i}")])
-        .map(|u| (u.clone(), format!("{u}-secret")))
-        .collect();
-    let k = Kamailio::start(config)?;
+    let k = Kamailio::start(KamailioConfig {
+        users: (0..PAIRS)
+            .flat_map(|i| [format!("caller{i}"), format!("callee{i}")])
+            .map(|u| (u.clone(), format!("{u}-secret")))
+            .collect(),
+        ..KamailioConfig::default()
+    })?;
     let account = |user: &str| {
         let mut c = AccountConfig::new(user, k.domain(), format!("{user}-secret"));
         c.server = Some(k.server_uri(transport));

@@ -237,6 +237,11 @@ mod tests {
         )
     }
 
+    const BOTH_UP: &[(u8, u16, ServerState, Health)] = &[
+        (2, 10, ServerState::Active, Health::Up),
+        (3, 20, ServerState::Active, Health::Up),
+    ];
+
     fn feed(m: &mut Migration, now: Instant, servers: &[(u8, u16, ServerState, Health)]) {
         let (l, k) = list(1, servers);
         m.handle_list(now, l, k);
@@ -248,11 +253,7 @@ mod tests {
     fn draining_moves_make_before_break_and_down_moves_at_once() {
         let t0 = Instant::now();
         let mut m = Migration::new(target(2), 1);
-        feed(
-            &mut m,
-            t0,
-            &[(2, 10, S::Active, H::Up), (3, 20, S::Active, H::Up)],
-        );
+        feed(&mut m, t0, BOTH_UP);
         assert_eq!(m.poll_decision(), None);
         feed(
             &mut m,
@@ -270,11 +271,7 @@ mod tests {
         assert_eq!(to, target(3));
         m.moved(to);
         // Back to active: we stay where we are (no flapping).
-        feed(
-            &mut m,
-            t0,
-            &[(2, 10, S::Active, H::Up), (3, 20, S::Active, H::Up)],
-        );
+        feed(&mut m, t0, BOTH_UP);
         assert_eq!(m.poll_decision(), None);
         feed(
             &mut m,
@@ -307,11 +304,7 @@ mod tests {
     fn failures_skip_avoided_servers_until_their_time_is_up() {
         let t0 = Instant::now();
         let mut m = Migration::new(target(2), 1);
-        feed(
-            &mut m,
-            t0,
-            &[(2, 10, S::Active, H::Up), (3, 20, S::Active, H::Up)],
-        );
+        feed(&mut m, t0, BOTH_UP);
         m.handle_failure(t0, "flow closed", None);
         let Some(Decision::MoveTo { target: to, .. }) = m.poll_decision() else {
             panic!("expected a move")

@@ -112,6 +112,19 @@ struct Binding {
     registration: Registration,
 }
 
+/// A request to start as a client transaction: for whom, and where to.
+type OwnedRequest = (Request, Owner, Transport, SocketAddr);
+
+impl Binding {
+    /// The REGISTERs its agent queued, addressed to its server.
+    fn take_requests(&mut self) -> Vec<OwnedRequest> {
+        let owner = Owner::Registration(self.generation);
+        std::iter::from_fn(|| self.registration.poll_request())
+            .map(|r| (r, owner.clone(), self.transport, self.server))
+            .collect()
+    }
+}
+
 /// A binding on the server we left.
 #[derive(Debug)]
 struct Leaving {
@@ -764,20 +777,7 @@ impl Endpoint {
 
     /// Moves what the agents queued into transactions and collects what to send.
     fn pump(&mut self, now: Instant) {
-        let (generation, transport, server) = (
-            self.binding.generation,
-            self.binding.transport,
-            self.binding.server,
-        );
-        while let Some(request) = self.binding.registration.poll_request() {
-            self.start_client_to(
-                now,
-                request,
-                Owner::Registration(generation),
-                transport,
-                server,
-            );
-        }
+        let mut requests = self.binding.take_requests();
         let mut registered = false;
         while let Some(ev) = self.binding.registration.poll_event() {
             match ev {
@@ -794,7 +794,10 @@ impl Endpoint {
             }
             self.events.push_back(EndpointEvent::Registration(ev));
         }
-        self.pump_leaving(now, registered);
+        requests.extend(self.pump_leaving(now, registered));
+        for (request, owner, transport, server) in requests {
+            self.start_client_to(now, request, owner, transport, server);
+        }
         let mut actions = Vec::new();
         let mut call_events = Vec::new();
         for (id, call) in &mut self.calls {
@@ -965,32 +968,21 @@ impl Endpoint {
     /// make-before-break when the new binding is up) and forgets them when
     /// done. What they report is only logged: the phone's state is the
     /// current binding's.
-    fn pump_leaving(&mut self, now: Instant, new_binding_registered: bool) {
+    fn pump_leaving(&mut self, now: Instant, new_binding_registered: bool) -> Vec<OwnedRequest> {
         let mut requests = Vec::new();
         for l in &mut self.leaving {
             if l.until_registered && new_binding_registered {
                 l.until_registered = false;
                 l.binding.registration.stop(now);
             }
-            let b = &mut l.binding;
-            while let Some(request) = b.registration.poll_request() {
-                requests.push((request, b.generation, b.transport, b.server));
+            requests.extend(l.binding.take_requests());
+            while let Some(ev) = l.binding.registration.poll_event() {
+                tracing::debug!(server = %l.binding.server, ?ev, "binding at a server we left");
             }
-            while let Some(ev) = b.registration.poll_event() {
-                tracing::debug!(server = %b.server, ?ev, "binding at a server we left");
-            }
-        }
-        for (request, generation, transport, server) in requests {
-            self.start_client_to(
-                now,
-                request,
-                Owner::Registration(generation),
-                transport,
-                server,
-            );
         }
         self.leaving
             .retain(|l| l.until_registered || !l.binding.registration.is_idle());
+        requests
     }
 }
 
