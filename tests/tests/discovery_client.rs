@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use locus_core::discovery::{dns, DiscoveryClient, DiscoveryError, Health, ServerState};
-use locus_core::Transport;
+use locus_core::{AccountConfig, Event, Phone, Transport};
 use locus_tests::discovery::{free_port, DiscoveryService, Listed};
 use locus_tests::dns::{DnsServer, SrvTarget};
-use locus_tests::phones::init_logging;
+use locus_tests::phones::{init_logging, registered_as, wait_for};
+use locus_tests::{Kamailio, KamailioConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -160,4 +161,48 @@ async fn garbage_from_the_service_is_a_clear_error() {
         let e = client.fetch().await.unwrap_err();
         assert!(matches!(e, DiscoveryError::Garbage(_)), "{body}: {e}");
     }
+}
+
+#[tokio::test]
+async fn a_remembered_list_carries_the_phone_past_a_garbage_answer() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let service = DiscoveryService::start(
+        &[Listed {
+            id: "only".into(),
+            uri: k.server_uri(Transport::Tcp),
+            priority: 10,
+        }],
+        Duration::from_millis(250),
+    )
+    .await
+    .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let config = |discovery: String| {
+        let mut c = AccountConfig::new("alice", k.domain(), "alice-secret");
+        c.discovery = Some(discovery);
+        c.state_dir = Some(state.path().to_path_buf());
+        c.listen = "127.0.0.1:0".parse().ok();
+        c
+    };
+    let (phone, _events) = registered_as(config(service.url.clone())).await;
+    phone.shutdown().await;
+    assert!(state.path().join("servers.json").exists());
+
+    // The service now answers garbage: the phone says so and uses what it
+    // remembered.
+    let garbage = garbage_server("{\"version\": 1, \"servers\": \"none\"}").await;
+    let (phone, mut events) = Phone::start(config(garbage)).await.unwrap();
+    assert_eq!(phone.server().label, k.server_uri(Transport::Tcp));
+    phone.register().unwrap();
+    let (_, seen) = wait_for(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await
+    .expect("registered through the remembered list");
+    let said = seen.iter().any(
+        |e| matches!(e, Event::Error { message } if message.contains("not a usable server list")),
+    );
+    assert!(said, "{seen:?}");
+    phone.shutdown().await;
 }
