@@ -193,5 +193,24 @@ mod tests {
             will_retry: true,
         };
         assert!(!event_json(&ev).contains_key("status"));
+        let ev = Event::ServerChanged {
+            from: "sip:127.0.0.2:5060;transport=tcp".into(),
+            to: "sip:127.0.0.3:5060;transport=tcp".into(),
+            reason: "the server is draining for a migration".into(),
+        };
+        assert_eq!(
+            Value::Object(event_json(&ev)),
+            json!({"event": "server_changed", "from": "sip:127.0.0.2:5060;transport=tcp",
+                   "to": "sip:127.0.0.3:5060;transport=tcp",
+                   "reason": "the server is draining for a migration"})
+        );
+        let ev = Event::Unreachable {
+            server: "sip:127.0.0.2:5060;transport=tcp".into(),
+            reason: "flow closed".into(),
+        };
+        assert_eq!(
+            Value::Object(event_json(&ev)),
+            json!({"event": "unreachable", "server": "sip:127.0.0.2:5060;transport=tcp", "reason": "flow closed"})
+        );
     }
 }

@@ -218,3 +218,90 @@ fn call_and_answer_as_two_processes() {
     let seconds = f64::from(reader.duration()) / f64::from(reader.spec().sample_rate);
     assert!(seconds > 1.5, "bob recorded {seconds:.1} s");
 }
+
+#[test]
+fn discovery_drain_is_a_server_changed_event() {
+    use locus_core::discovery::{Health, ServerState};
+    use locus_tests::discovery::{DiscoveryService, Listed};
+    use std::time::Duration;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut primary = Kamailio::start(KamailioConfig::default()).unwrap();
+    let mut secondary = Kamailio::start(KamailioConfig::default()).unwrap();
+    primary.set_sibling(&secondary).unwrap();
+    secondary.set_sibling(&primary).unwrap();
+    let (from, to) = (
+        primary.server_uri(locus_core::Transport::Tcp),
+        secondary.server_uri(locus_core::Transport::Tcp),
+    );
+    let service = runtime
+        .block_on(DiscoveryService::start(
+            &[
+                Listed {
+                    id: "primary".into(),
+                    uri: from.clone(),
+                    priority: 10,
+                },
+                Listed {
+                    id: "secondary".into(),
+                    uri: to.clone(),
+                    priority: 20,
+                },
+            ],
+            Duration::from_millis(250),
+        ))
+        .unwrap();
+    runtime
+        .block_on(service.wait_until(Duration::from_secs(5), |l| {
+            l.servers.iter().all(|s| s.health == Health::Up)
+        }))
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_locus"))
+        .args([
+            "--json", "register", "--for", "4", "--user", "alice", "--domain",
+        ])
+        .arg(primary.domain())
+        .args([
+            "--password",
+            "alice-secret",
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery",
+        ])
+        .arg(&service.url)
+        .arg("--state-dir")
+        .arg(state.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    runtime
+        .block_on(service.set_state("primary", ServerState::Draining))
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events = json_lines(&out);
+    let names: Vec<_> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["registered", "server_changed", "registered", "unregistered"],
+        "{events:?}"
+    );
+    assert_eq!(events[0]["server"], from.as_str());
+    assert_eq!(events[1]["from"], from.as_str());
+    assert_eq!(events[1]["to"], to.as_str());
+    assert!(events[1]["reason"].as_str().unwrap().contains("draining"));
+    assert_eq!(events[2]["server"], to.as_str());
+    // Make-before-break: the old binding is gone, the new one removed at exit.
+    assert!(primary.contacts("alice").unwrap().is_empty());
+    assert!(secondary.contacts("alice").unwrap().is_empty());
+}

@@ -285,3 +285,37 @@ async fn hostile_tcp_peer_is_disconnected_with_a_clear_reason() {
     );
     phone.shutdown().await;
 }
+
+#[tokio::test]
+async fn network_changed_registers_again_on_a_new_connection() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (phone, mut events) = Phone::start(account(&k, "alice", "alice-secret", Transport::Tcp))
+        .await
+        .unwrap();
+    phone.register().unwrap();
+    wait_for(&mut events, Duration::from_secs(10), is_registered)
+        .await
+        .expect("registered");
+    phone.network_changed().unwrap();
+    let (_, before) = wait_for(&mut events, Duration::from_secs(5), is_registered)
+        .await
+        .expect("registered again at once");
+    // Dropping the old connection is not a server going away.
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, Event::Unreachable { .. } | Event::ServerChanged { .. })),
+        "{before:?}"
+    );
+    let quiet = wait_for(&mut events, Duration::from_secs(2), |e| {
+        matches!(
+            e,
+            Event::Unreachable { .. } | Event::RegistrationFailed { .. }
+        )
+    })
+    .await;
+    assert!(quiet.is_err(), "{quiet:?}");
+    assert_eq!(k.contacts("alice").unwrap().len(), 1);
+    phone.shutdown().await;
+}

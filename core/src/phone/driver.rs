@@ -573,7 +573,7 @@ impl Driver {
                 remote,
                 reason,
             } => {
-                self.forget_connection(id, transport, remote);
+                let _ = self.forget_connection(id, transport, remote);
                 self.endpoint
                     .handle_transport_error(now(), transport, remote, &reason);
             }
@@ -584,22 +584,27 @@ impl Driver {
                 reason,
             } => {
                 tracing::info!(%remote, %transport, %reason, "connection closed");
-                self.forget_connection(id, transport, remote);
-                self.endpoint
-                    .handle_flow_closed(now(), transport, remote, &reason);
+                // One we dropped ourselves (a lost keepalive, a network
+                // change) was replaced already: its end is no news.
+                if self.forget_connection(id, transport, remote) {
+                    self.endpoint
+                        .handle_flow_closed(now(), transport, remote, &reason);
+                }
             }
         }
     }
 
-    /// Drops the map entry only if it is still the connection that ended.
-    fn forget_connection(&mut self, id: u64, transport: Transport, remote: SocketAddr) {
-        if self
+    /// Drops the map entry only if it is still the connection that ended;
+    /// says whether it was.
+    fn forget_connection(&mut self, id: u64, transport: Transport, remote: SocketAddr) -> bool {
+        let current = self
             .connections
             .get(&(transport, remote))
-            .is_some_and(|h| h.id == id)
-        {
+            .is_some_and(|h| h.id == id);
+        if current {
             self.connections.remove(&(transport, remote));
         }
+        current
     }
 
     fn flush(&mut self) {
