@@ -115,6 +115,9 @@ async fn the_service_lists_health_checked_servers_and_long_polls() {
         .await
         .unwrap();
     let client = DiscoveryClient::new(&service.url).unwrap();
+    // The XML list of the original front end says the same.
+    let xml = client.fetch_xml().await.unwrap();
+    assert_eq!(xml.servers, client.fetch().await.unwrap().servers);
     let watcher = {
         let client = client.clone();
         let since = list.version;

@@ -49,10 +49,24 @@ impl DiscoveryClient {
         &self.base
     }
 
-    /// The list now.
+    /// The list now. A front end that has no JSON list (404) is asked for
+    /// its XML one, which the original front end served.
     pub async fn fetch(&self) -> Result<ServerList, DiscoveryError> {
-        self.get(format!("{}/v1/servers", self.base), FETCH_TIMEOUT)
+        match self
+            .get(format!("{}/v1/servers", self.base), FETCH_TIMEOUT)
             .await
+        {
+            Err(DiscoveryError::Http { status: 404, .. }) => self.fetch_xml().await,
+            other => other,
+        }
+    }
+
+    /// The list in the XML form (`GET /v1/servers.xml`).
+    pub async fn fetch_xml(&self) -> Result<ServerList, DiscoveryError> {
+        let body = self
+            .body(format!("{}/v1/servers.xml", self.base), FETCH_TIMEOUT)
+            .await?;
+        ServerList::from_xml(&body)
     }
 
     /// The list once its version passes `since`, or as it is after `wait`.
@@ -66,6 +80,11 @@ impl DiscoveryClient {
     }
 
     async fn get(&self, url: String, timeout: Duration) -> Result<ServerList, DiscoveryError> {
+        ServerList::from_json(&self.body(url, timeout).await?)
+    }
+
+    /// A successful answer's body, at most [`MAX_ANSWER_BYTES`].
+    async fn body(&self, url: String, timeout: Duration) -> Result<Vec<u8>, DiscoveryError> {
         let unreachable = |e: reqwest::Error| DiscoveryError::Unreachable(e.to_string());
         let mut response = self
             .http
@@ -91,7 +110,7 @@ impl DiscoveryClient {
                 message: text.chars().take(200).collect(),
             });
         }
-        ServerList::from_json(&body)
+        Ok(body)
     }
 }
 
