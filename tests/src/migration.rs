@@ -304,8 +304,22 @@ pub async fn run(scenario: Scenario, transport: Transport) -> Result<Outcome, Ha
         if ended_early {
             calls_dropped += 1;
         } else {
-            // Still up: it must end cleanly when hung up.
-            let _ = alice.hangup(id);
+            // Still up: it must end cleanly when hung up, by either side
+            // (bob over TCP, alice over UDP, so both are exercised).
+            let bobs = bob_log
+                .lock()
+                .map(|l| l.open_calls.clone())
+                .unwrap_or_default();
+            match (transport, bobs.as_slice()) {
+                (Transport::Tcp, [only]) => {
+                    tracing::info!("bob hangs up the call that lived through the pause");
+                    let _ = bob.hangup(*only);
+                }
+                _ => {
+                    tracing::info!("alice hangs up the call that lived through the pause");
+                    let _ = alice.hangup(id);
+                }
+            }
             let clean = wait_until(Duration::from_secs(10), || ended(&alice_calls, id)).await;
             if !clean {
                 calls_dropped += 1;
@@ -391,6 +405,8 @@ async fn start_registered(
 struct BobLog {
     registered: Vec<(Instant, String)>,
     moves: Vec<(String, String, String)>,
+    /// Calls answered and not ended yet.
+    open_calls: Vec<CallId>,
 }
 
 /// Answers every call bob gets, and notes registrations and moves.
@@ -406,6 +422,18 @@ async fn answer_everything(
         match ev {
             Event::IncomingCall { call, .. } => {
                 let _ = bob.answer(call, CallAudio::files(None, None));
+                if let Ok(mut l) = log.lock() {
+                    l.open_calls.push(call);
+                }
+            }
+            Event::CallState {
+                call,
+                state: CallState::Ended,
+                ..
+            } => {
+                if let Ok(mut l) = log.lock() {
+                    l.open_calls.retain(|c| *c != call);
+                }
             }
             Event::Registered { server, .. } => {
                 if let Ok(mut l) = log.lock() {
