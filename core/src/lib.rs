@@ -6,6 +6,7 @@
 
 pub mod audio;
 pub mod discovery;
+pub mod location;
 pub mod media;
 pub mod phone;
 pub mod sip;

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use locus_core::location::{pidf, Location, Timestamp};
 use locus_core::media::sdp::{self, Codec, Direction, LocalMedia};
 use locus_core::sip::digest::{Challenge, Password};
 use locus_core::sip::endpoint::{Endpoint, EndpointConfig};
@@ -120,8 +121,52 @@ fn damaged_sdp() -> impl Strategy<Value = String> {
     })
 }
 
+/// A PIDF-LO document with characters replaced, dropped or doubled.
+fn damaged_pidf() -> impl Strategy<Value = String> {
+    let doc = pidf::encode(&pidf::Presence {
+        entity: "sip:alice@example.test".into(),
+        open: Some(true),
+        location: Location::new(
+            48.2,
+            16.37,
+            30.0,
+            Timestamp::parse("2026-11-22T04:00:00Z").ok(),
+        )
+        .ok(),
+        method: Some("GPS".into()),
+        retransmission_allowed: false,
+        retention_expiry: None,
+    });
+    let chars: Vec<char> = doc.chars().collect();
+    let n = chars.len();
+    prop::collection::vec((0..n, any::<char>(), 0u8..3), 1..8).prop_map(move |edits| {
+        let mut out = chars.clone();
+        for (at, c, kind) in edits {
+            let at = at.min(out.len().saturating_sub(1));
+            match kind {
+                0 if !out.is_empty() => {
+                    out.remove(at);
+                }
+                1 => out.insert(at, c),
+                _ if !out.is_empty() => out[at] = c,
+                _ => {}
+            }
+        }
+        out.into_iter().collect()
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn damaged_pidf_lo_never_panics(text in damaged_pidf()) {
+        if let Ok(p) = pidf::decode(text.as_bytes()) {
+            if let Some(l) = &p.location {
+                prop_assert!((-90.0..=90.0).contains(&l.lat) && (-180.0..=180.0).contains(&l.lon));
+            }
+        }
+    }
 
     #[test]
     fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
