@@ -41,6 +41,46 @@ pub struct AccountSettings {
     pub keepalive_secs: Option<u32>,
 }
 
+/// A position in WGS 84.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct GeoLocation {
+    /// Latitude in degrees.
+    pub lat: f64,
+    /// Longitude in degrees.
+    pub lon: f64,
+    /// Uncertainty in metres (0 for a point).
+    pub radius_m: f64,
+    /// When it was determined (RFC 3339), if known.
+    pub timestamp: Option<String>,
+}
+
+impl From<locus_core::location::Location> for GeoLocation {
+    fn from(l: locus_core::location::Location) -> Self {
+        GeoLocation {
+            lat: l.lat,
+            lon: l.lon,
+            radius_m: l.radius_m,
+            timestamp: l.timestamp.map(|t| t.as_str().to_owned()),
+        }
+    }
+}
+
+impl TryFrom<GeoLocation> for locus_core::location::Location {
+    type Error = LocusError;
+
+    fn try_from(g: GeoLocation) -> Result<Self, LocusError> {
+        let invalid = |e: locus_core::location::LocationError| LocusError::InvalidSettings {
+            message: e.to_string(),
+        };
+        let timestamp = match g.timestamp {
+            Some(t) => locus_core::location::Timestamp::parse(&t).map_err(invalid)?,
+            None => locus_core::location::Timestamp::now(),
+        };
+        locus_core::location::Location::new(g.lat, g.lon, g.radius_m, Some(timestamp))
+            .map_err(invalid)
+    }
+}
+
 /// Where a call's audio comes from and goes to.
 #[derive(Debug, Clone, Default, uniffi::Record)]
 pub struct CallAudioSettings {
@@ -152,6 +192,8 @@ pub enum PhoneEvent {
         call: u64,
         /// The caller.
         from: String,
+        /// Where the caller is, when they shared it.
+        location: Option<GeoLocation>,
     },
     /// A call changed state: calling, ringing, connected, held or ended.
     CallState {
@@ -338,6 +380,30 @@ impl Phone {
         self.with_phone(|p| p.mute(call, muted))
     }
 
+    /// Sets our position (`None` forgets it); it is sent only to contacts
+    /// [`Phone::share_location`] allows.
+    pub fn set_location(&self, location: Option<GeoLocation>) -> Result<(), LocusError> {
+        let location = location.map(TryInto::try_into).transpose()?;
+        self.with_phone(|p| p.set_location(location))
+    }
+
+    /// Shares our position with `contacts` (`bob@example.test`), coarsened
+    /// to about `precision_m` metres when given. Sharing is off until this
+    /// is called.
+    pub fn share_location(
+        &self,
+        contacts: Vec<String>,
+        precision_m: Option<f64>,
+    ) -> Result<(), LocusError> {
+        let sharing = locus_core::location::sharing::Sharing::with(contacts, precision_m);
+        self.with_phone(|p| p.set_sharing(sharing))
+    }
+
+    /// Stops sharing our position with anyone.
+    pub fn stop_sharing_location(&self) -> Result<(), LocusError> {
+        self.with_phone(|p| p.set_sharing(Default::default()))
+    }
+
     /// Tells the phone the network changed (call it from Android's
     /// `ConnectivityManager.NetworkCallback`): it registers again at once.
     pub fn network_changed(&self) -> Result<(), LocusError> {
@@ -467,7 +533,15 @@ impl From<locus_core::Event> for PhoneEvent {
             E::Unreachable { server, reason } => PhoneEvent::Unreachable { server, reason },
             E::ServerChanged { from, to, reason } => PhoneEvent::ServerChanged { from, to, reason },
             E::Error { message } => PhoneEvent::Error { message },
-            E::IncomingCall { call, from } => PhoneEvent::IncomingCall { call, from },
+            E::IncomingCall {
+                call,
+                from,
+                location,
+            } => PhoneEvent::IncomingCall {
+                call,
+                from,
+                location: location.map(GeoLocation::from),
+            },
             E::CallState {
                 call,
                 state,

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use locus_core::location::{Location, Timestamp};
 use locus_core::media::sdp::Codec;
 use locus_core::AccountConfig;
 use serde::Deserialize;
@@ -57,6 +58,10 @@ pub enum Command {
         /// DTMF digits to send once connected.
         #[arg(long, value_name = "DIGITS")]
         dtmf: Option<String>,
+        /// Share this position with the callee (RFC 6442): degrees, and an
+        /// uncertainty in metres.
+        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location)]
+        location: Option<Location>,
     },
     /// Register and wait for calls.
     Answer {
@@ -238,6 +243,24 @@ impl AccountArgs {
     }
 }
 
+/// `LAT,LON[,RADIUS_M]` as a location taken now.
+pub fn parse_location(text: &str) -> Result<Location, String> {
+    let numbers: Vec<f64> = text
+        .split(',')
+        .map(|n| {
+            n.trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{n:?} is not a number"))
+        })
+        .collect::<Result<_, _>>()?;
+    let (lat, lon, radius) = match numbers[..] {
+        [lat, lon] => (lat, lon, 0.0),
+        [lat, lon, radius] => (lat, lon, radius),
+        _ => return Err("expected LAT,LON[,RADIUS_M]".into()),
+    };
+    Location::new(lat, lon, radius, Some(Timestamp::now())).map_err(|e| e.to_string())
+}
+
 /// `$XDG_STATE_HOME/locus`, else `~/.local/state/locus`.
 fn default_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
@@ -249,6 +272,16 @@ fn default_state_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locations_parse_and_are_checked() {
+        let l = parse_location("48.2085, 16.3721,25").unwrap();
+        assert_eq!((l.lat, l.lon, l.radius_m), (48.2085, 16.3721, 25.0));
+        assert_eq!(parse_location("1,2").unwrap().radius_m, 0.0);
+        for bad in ["", "48.2", "1,2,3,4", "north,south", "95,0", "0,0,-5"] {
+            assert!(parse_location(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_win_over_the_file() {

@@ -1,5 +1,7 @@
 //! `locus call` and `locus answer`.
 
+use locus_core::location::sharing::Sharing;
+use locus_core::location::Location;
 use locus_core::{AccountConfig, CallAudio, CallState, Event};
 
 use crate::output::Output;
@@ -14,9 +16,20 @@ pub async fn call(
     duration: Option<f64>,
     audio: CallAudio,
     dtmf: Option<String>,
+    location: Option<Location>,
     out: &Output,
 ) -> Result<(), CliError> {
+    let callee = if target.contains(['@', ':']) {
+        target.to_owned()
+    } else {
+        format!("{target}@{}", config.domain)
+    };
     let (phone, mut events) = start_registered(config, out).await?;
+    if let Some(location) = location {
+        // Given on the command line for this call: shared with this callee.
+        phone.set_location(Some(location))?;
+        phone.set_sharing(Sharing::with([callee], None))?;
+    }
     let placed = match phone.call(target, audio) {
         Ok(pending) => pending.id().await,
         Err(e) => Err(e),

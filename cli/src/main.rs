@@ -62,6 +62,7 @@ fn main() -> ExitCode {
                 duration,
                 audio,
                 dtmf,
+                location,
             } => {
                 call::call(
                     account.into_config()?,
@@ -69,6 +70,7 @@ fn main() -> ExitCode {
                     duration,
                     audio.into_call_audio(),
                     dtmf,
+                    location,
                     &out,
                 )
                 .await

@@ -82,8 +82,16 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
             json!({"event": "server_changed", "from": from, "to": to, "reason": reason})
         }
         Event::Error { message } => json!({"event": "error", "message": message}),
-        Event::IncomingCall { call, from } => {
-            json!({"event": "incoming_call", "call": call, "from": from, "location": null})
+        Event::IncomingCall {
+            call,
+            from,
+            location,
+        } => {
+            let location = location.as_ref().map_or(Value::Null, |l| {
+                json!({"lat": l.lat, "lon": l.lon, "radius_m": l.radius_m,
+                       "timestamp": l.timestamp.as_ref().map(|t| t.as_str())})
+            });
+            json!({"event": "incoming_call", "call": call, "from": from, "location": location})
         }
         Event::CallState {
             call,
@@ -133,7 +141,19 @@ fn event_text(event: &Event) -> String {
             format!("moved from {from} to {to}: {reason}")
         }
         Event::Error { message } => format!("error: {message}"),
-        Event::IncomingCall { call, from } => format!("call {call}: incoming from {from}"),
+        Event::IncomingCall {
+            call,
+            from,
+            location: None,
+        } => format!("call {call}: incoming from {from}"),
+        Event::IncomingCall {
+            call,
+            from,
+            location: Some(l),
+        } => format!(
+            "call {call}: incoming from {from}, at {:.5}, {:.5} (± {:.0} m)",
+            l.lat, l.lon, l.radius_m
+        ),
         Event::CallState {
             call,
             state,

@@ -172,6 +172,8 @@ fn call_and_answer_as_two_processes() {
             said.to_str().unwrap(),
             "--dtmf",
             "42",
+            "--location",
+            "48.2085,16.3721,30",
             "--state-dir",
             &state,
         ])
@@ -204,10 +206,23 @@ fn call_and_answer_as_two_processes() {
     let answered = answer.wait_with_output().unwrap();
     assert!(answered.status.success());
     let events = json_lines(&answered);
-    assert!(events
+    let incoming = events
         .iter()
-        .any(|e| e["event"] == "incoming_call"
-            && e["from"].as_str().unwrap().starts_with("sip:alice@")));
+        .find(|e| e["event"] == "incoming_call")
+        .expect("incoming_call");
+    assert!(incoming["from"].as_str().unwrap().starts_with("sip:alice@"));
+    // `--location` on the call: shared with this callee, exactly.
+    let location = &incoming["location"];
+    assert_eq!(
+        (&location["lat"], &location["lon"], &location["radius_m"]),
+        (
+            &serde_json::json!(48.2085),
+            &serde_json::json!(16.3721),
+            &serde_json::json!(30.0)
+        ),
+        "{incoming}"
+    );
+    assert!(location["timestamp"].as_str().unwrap().ends_with('Z'));
     let digits: String = events
         .iter()
         .filter(|e| e["event"] == "dtmf")

@@ -189,7 +189,7 @@ fn call_connects_and_hangs_up_cleanly() {
     let now = net.now;
     let call = net
         .alice
-        .place_call(now, target(), Some(Body::sdp("v=0 offer")));
+        .place_call(now, target(), Some(Body::sdp("v=0 offer")), None);
     net.run_for(Duration::from_millis(100));
     let incoming = net.incoming().expect("bob is called");
     assert_eq!(
@@ -233,7 +233,7 @@ fn call_connects_and_hangs_up_cleanly() {
 fn caller_cancels_before_answer() {
     let mut net = Net::new(2, 0.0);
     let now = net.now;
-    let call = net.alice.place_call(now, target(), None);
+    let call = net.alice.place_call(now, target(), None, None);
     net.run_for(Duration::from_secs(2));
     let now = net.now;
     net.alice.hangup(now, call);
@@ -251,7 +251,7 @@ fn callee_busy_and_decline() {
     for (status, reason) in [(486, EndReason::Busy), (603, EndReason::Declined)] {
         let mut net = Net::new(3, 0.0);
         let now = net.now;
-        net.alice.place_call(now, target(), None);
+        net.alice.place_call(now, target(), None, None);
         net.run_for(Duration::from_millis(100));
         let incoming = net.incoming().unwrap();
         let now = net.now;
@@ -266,7 +266,7 @@ fn callee_busy_and_decline() {
 fn callee_hangs_up_and_unknown_dialogs_get_481() {
     let mut net = Net::new(4, 0.0);
     let now = net.now;
-    let call = net.alice.place_call(now, target(), None);
+    let call = net.alice.place_call(now, target(), None, None);
     net.run_for(Duration::from_millis(100));
     let incoming = net.incoming().unwrap();
     let now = net.now;
@@ -303,7 +303,7 @@ fn lossy_link_never_leaves_a_call_hanging() {
         let now = net.now;
         let call = net
             .alice
-            .place_call(now, target(), Some(Body::sdp("offer")));
+            .place_call(now, target(), Some(Body::sdp("offer")), None);
         net.run_for(Duration::from_secs(1));
         if let Some(incoming) = net.incoming() {
             let now = net.now;

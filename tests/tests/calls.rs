@@ -27,6 +27,7 @@ async fn ring(
     let Event::IncomingCall {
         call: bob_call,
         from,
+        ..
     } = incoming
     else {
         unreachable!()

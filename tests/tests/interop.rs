@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use locus_core::location::sharing::Sharing;
+use locus_core::location::{Location, Timestamp};
 use locus_core::{CallAudio, CallId, CallState, Event, Events, Phone, Transport};
 use locus_tests::baresip::{Baresip, BaresipAccount};
 use locus_tests::phones::{init_logging, reach, registered, wait_for};
@@ -153,7 +155,7 @@ async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
     })
     .await
     .unwrap();
-    let Event::IncomingCall { call, from } = incoming else {
+    let Event::IncomingCall { call, from, .. } = incoming else {
         unreachable!()
     };
     assert!(from.starts_with("sip:bob@"), "{from}");
@@ -236,6 +238,19 @@ async fn cancel_busy_and_hold_with_baresip() {
     alice.hold(call).unwrap();
     reach(&mut events, "alice", CallState::Held).await;
     alice.resume(call).unwrap();
+    reach(&mut events, "alice", CallState::Connected).await;
+    alice.hangup(call).unwrap();
+    bob.wait_event("CALL_CLOSED", EVENT_LIMIT).await.unwrap();
+
+    // With alice's location in the INVITE (multipart SDP + PIDF-LO): baresip
+    // knows nothing of RFC 6442, and the call still connects.
+    let here = Location::new(48.2085, 16.3721, 50.0, Some(Timestamp::now())).unwrap();
+    alice.set_location(Some(here)).unwrap();
+    alice
+        .set_sharing(Sharing::with(["bob@example.test".to_owned()], None))
+        .unwrap();
+    let call = ring_bob(&alice, &mut bob).await;
+    bob.command("accept", "").await.unwrap();
     reach(&mut events, "alice", CallState::Connected).await;
     alice.hangup(call).unwrap();
     bob.wait_event("CALL_CLOSED", EVENT_LIMIT).await.unwrap();

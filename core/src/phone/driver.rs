@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::discovery::ServerList;
+use crate::location::sharing::Sharing;
+use crate::location::{pidf, Location};
 use crate::media::sdp::{self, Codec, Direction, LocalMedia};
 use crate::sip::call::{Body, CallEvent};
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
@@ -68,6 +70,10 @@ pub(crate) enum Command {
         hold: bool,
     },
     NetworkChanged,
+    /// Our position (or none), for calls to contacts we share it with.
+    SetLocation(Option<Location>),
+    /// With whom we share it, and how precisely.
+    SetSharing(Sharing),
 }
 
 /// Everything about choosing and changing servers.
@@ -83,6 +89,8 @@ pub(crate) struct Servers {
     pub ca_file: Option<PathBuf>,
     /// The address our SIP sockets are bound to.
     pub bound: SocketAddr,
+    /// Our address of record, as the entity of our location documents.
+    pub aor: String,
 }
 
 /// Where calls' media runs and what it may use.
@@ -141,6 +149,9 @@ pub(crate) struct Driver {
     updates_rx: mpsc::UnboundedReceiver<SourceUpdate>,
     restart_watch: Arc<Notify>,
     watcher: Option<JoinHandle<()>>,
+    /// Our position, as the user last set it.
+    location: Option<Location>,
+    sharing: Sharing,
 }
 
 impl std::fmt::Debug for Driver {
@@ -181,6 +192,8 @@ impl Driver {
             updates_rx,
             restart_watch: Arc::new(Notify::new()),
             watcher: None,
+            location: None,
+            sharing: Sharing::default(),
         }
     }
 
@@ -270,6 +283,8 @@ impl Driver {
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
             Some(Command::Hold { call, hold }) => self.hold(call, hold),
             Some(Command::NetworkChanged) => self.network_changed(),
+            Some(Command::SetLocation(location)) => self.location = location,
+            Some(Command::SetSharing(sharing)) => self.sharing = sharing,
             Some(Command::Media { call, command }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
@@ -309,9 +324,10 @@ impl Driver {
     fn place_call(&mut self, target: Uri, audio: CallAudio) -> Result<CallId, PhoneError> {
         let (sockets, local) = self.prepare_media()?;
         let offer = sdp::offer(&local);
+        let location = self.location_for(&target);
         let call = self
             .endpoint
-            .place_call(now(), target, Some(Body::sdp(offer)));
+            .place_call(now(), target, Some(Body::sdp(offer)), location);
         let slot = CallSlot {
             audio,
             sockets: Some(sockets),
@@ -327,7 +343,51 @@ impl Driver {
         Ok(call)
     }
 
-    fn incoming_call(&mut self, call: CallId, from: &str, offer: Option<Body>) {
+    /// Our position as PIDF-LO for `peer`, if the user shares it with them
+    /// (coarsened as the user asked).
+    fn location_for(&self, peer: &Uri) -> Option<Body> {
+        let location = self.location.as_ref()?;
+        let peer = peer.to_string();
+        if !self.sharing.allows(&peer) {
+            return None;
+        }
+        tracing::debug!(%peer, "sharing our location with the callee");
+        let document = pidf::encode(&pidf::Presence {
+            entity: self.servers.aor.clone(),
+            open: None,
+            location: Some(self.sharing.reduce(location)),
+            method: None,
+            retransmission_allowed: false,
+            retention_expiry: None,
+        });
+        Some(Body {
+            content_type: pidf::CONTENT_TYPE.into(),
+            bytes: document.into(),
+        })
+    }
+
+    /// The caller's location, if it sent one we can read; an unreadable one
+    /// is reported and the call goes on without it.
+    fn caller_location(&self, call: CallId, body: Option<Body>) -> Option<Location> {
+        let body = body?;
+        match pidf::decode(&body.bytes) {
+            Ok(presence) => presence.location,
+            Err(e) => {
+                self.emit(Event::Error {
+                    message: format!("call {call}: the caller's location is ignored: {e}"),
+                });
+                None
+            }
+        }
+    }
+
+    fn incoming_call(
+        &mut self,
+        call: CallId,
+        from: &str,
+        offer: Option<Body>,
+        location: Option<Body>,
+    ) {
         let incoming = match offer {
             Some(body) => {
                 let offer = String::from_utf8_lossy(&body.bytes).into_owned();
@@ -347,9 +407,11 @@ impl Driver {
                 ..Default::default()
             },
         );
+        let location = self.caller_location(call, location);
         self.emit(Event::IncomingCall {
             call,
             from: from.to_owned(),
+            location,
         });
     }
 
@@ -616,8 +678,13 @@ impl Driver {
                 break;
             };
             match ev {
-                EndpointEvent::IncomingCall { call, from, offer } => {
-                    self.incoming_call(call, &from.uri.to_string(), offer);
+                EndpointEvent::IncomingCall {
+                    call,
+                    from,
+                    offer,
+                    location,
+                } => {
+                    self.incoming_call(call, &from.uri.to_string(), offer, location);
                     continue;
                 }
                 EndpointEvent::Call { call, event } => {

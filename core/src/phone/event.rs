@@ -1,5 +1,6 @@
 //! What a phone reports: the public event stream.
 
+use crate::location::Location;
 use crate::media::rtcp_report::CallStats;
 use crate::sip::registration::FailureReason;
 use crate::sip::Transport;
@@ -100,6 +101,8 @@ pub enum Event {
         call: CallId,
         /// The caller's address.
         from: String,
+        /// Where the caller is, when they shared it (RFC 6442).
+        location: Option<Location>,
     },
     /// A call changed state.
     CallState {

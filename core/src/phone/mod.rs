@@ -44,6 +44,8 @@ use migration::Migration;
 use server_source::Sources;
 
 use crate::discovery::{remembered, DiscoveryClient};
+use crate::location::sharing::Sharing;
+use crate::location::Location;
 
 /// Why a phone could not start or take a command.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +228,7 @@ impl Phone {
                 user: config.user.clone(),
                 ca_file: config.ca_file.clone(),
                 bound,
+                aor: format!("sip:{}@{}", config.user, config.domain),
             },
         );
         let task = tokio::spawn(driver.run());
@@ -339,6 +342,22 @@ impl Phone {
     fn media(&self, call: CallId, command: MediaCommand) -> Result<(), PhoneError> {
         self.commands
             .send(Command::Media { call, command })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Sets our position (`None` forgets it). It leaves the phone only for
+    /// contacts [`Phone::set_sharing`] allows.
+    pub fn set_location(&self, location: Option<Location>) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::SetLocation(location))
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Sets with whom our position is shared, and how precisely (off until
+    /// called).
+    pub fn set_sharing(&self, sharing: Sharing) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::SetSharing(sharing))
             .map_err(|_| PhoneError::Stopped)
     }
 

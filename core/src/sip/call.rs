@@ -25,6 +25,7 @@ use super::dialog::Dialog;
 use super::digest::{Challenge, DigestClient, Password};
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
+use super::multipart::{self, Part};
 use super::reliable_provisional::{self, ReliableProvisional};
 use super::session_timer::{Due, SessionTimer, TimerHeader, MIN_SE};
 use super::transaction::{ClientFailure, Timers};
@@ -180,6 +181,9 @@ pub struct Call {
     digest: DigestClient,
     answered_challenge: bool,
     got_provisional: bool,
+    /// Our INVITE carries a location (RFC 6442); a 415 or 400 makes us try
+    /// again without.
+    location_sent: bool,
     cancel_sent: bool,
     /// §9.1: with no final response this long after CANCEL, give up.
     cancel_deadline: Option<Instant>,
@@ -209,7 +213,19 @@ pub struct Call {
 
 impl Call {
     /// Places a call to `target` with an optional offer.
-    pub fn outgoing(config: CallConfig, target: Uri, offer: Option<Body>, seed: u64) -> Call {
+    ///
+    /// With a `location` (a PIDF-LO body) and an offer, the INVITE carries
+    /// both in a multipart/mixed body, points at the location with
+    /// `Geolocation: <cid:...>` and forbids routing on it (RFC 6442); a peer
+    /// refusing it (415 or 400, or 488, 500, 501, 606 from peers that know
+    /// no better) gets the INVITE again without it.
+    pub fn outgoing(
+        config: CallConfig,
+        target: Uri,
+        offer: Option<Body>,
+        location: Option<Body>,
+        seed: u64,
+    ) -> Call {
         let mut rng = StdRng::seed_from_u64(seed);
         let call_id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
         let tag = format!("{:08x}", rng.random::<u32>());
@@ -227,8 +243,29 @@ impl Call {
         h.push("Allow", ALLOW);
         h.push("Supported", "timer, 100rel");
         h.push("User-Agent", config.user_agent.clone());
-        set_body(&mut invite, offer.clone());
+        let with_location = match (&offer, location) {
+            (Some(sdp), Some(pidf)) => {
+                let cid = format!("{:016x}@{}", rng.random::<u64>(), config.local.host);
+                let (content_type, bytes) = multipart::build(
+                    &[
+                        Part::new(&sdp.content_type, None, sdp.bytes.clone()),
+                        Part::new(&pidf.content_type, Some(&cid), pidf.bytes),
+                    ],
+                    &format!("locus-{:016x}", rng.random::<u64>()),
+                );
+                invite.headers.push("Geolocation", format!("<cid:{cid}>"));
+                invite.headers.push("Geolocation-Routing", "no");
+                Some(Body {
+                    content_type,
+                    bytes,
+                })
+            }
+            _ => None,
+        };
+        let location_sent = with_location.is_some();
+        set_body(&mut invite, with_location.or_else(|| offer.clone()));
         let mut call = Call::new(config, rng, true, State::Calling);
+        call.location_sent = location_sent;
         call.local_body = offer;
         call.actions.push_back(CallAction::Request(invite.clone()));
         call.invite = Some(invite);
@@ -303,6 +340,7 @@ impl Call {
             digest: DigestClient::default(),
             answered_challenge: false,
             got_provisional: false,
+            location_sent: false,
             cancel_sent: false,
             cancel_deadline: None,
             pending_2xx: None,
@@ -539,6 +577,14 @@ impl Call {
             401 | 407 if self.state == State::Calling && !self.answered_challenge => {
                 self.retry_with_credentials(response)
             }
+            // RFC 6442 expects 415 or 400 from a peer that cannot take the
+            // multipart body; baresip says 500, others 488 or 501. One retry
+            // without the location costs little if the reason was another.
+            400 | 415 | 488 | 500 | 501 | 606
+                if self.state == State::Calling && self.location_sent =>
+            {
+                self.retry_without_location(response.status)
+            }
             status => {
                 let reason = match (self.state, status) {
                     (State::Cancelling, 487) => EndReason::Cancelled,
@@ -647,6 +693,36 @@ impl Call {
         );
         invite.headers.remove("Via");
         self.answered_challenge = true;
+        self.got_provisional = false;
+        self.actions.push_back(CallAction::Request(invite.clone()));
+        self.invite = Some(invite);
+    }
+
+    /// The peer cannot take our multipart INVITE: the same call again with
+    /// the SDP alone. Credentials go too; a fresh challenge is answered with
+    /// a fresh nonce count.
+    fn retry_without_location(&mut self, status: u16) {
+        let Some(mut invite) = self.invite.clone() else {
+            return;
+        };
+        tracing::info!(
+            status,
+            "the peer refused our location; calling again without it"
+        );
+        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+        invite.headers.set("CSeq", format!("{seq} INVITE"));
+        for name in [
+            "Via",
+            "Geolocation",
+            "Geolocation-Routing",
+            "Authorization",
+            "Proxy-Authorization",
+        ] {
+            invite.headers.remove(name);
+        }
+        set_body(&mut invite, self.local_body.clone());
+        self.location_sent = false;
+        self.answered_challenge = false;
         self.got_provisional = false;
         self.actions.push_back(CallAction::Request(invite.clone()));
         self.invite = Some(invite);
@@ -988,6 +1064,7 @@ mod tests {
             config("alice", 5070),
             Uri::parse("sip:bob@example.test").unwrap(),
             None,
+            None,
             seed,
         )
     }
@@ -1031,7 +1108,13 @@ mod tests {
     fn ringing(t0: Instant) -> (Call, Call, u32) {
         let mut n = 0;
         let target = Uri::parse("sip:bob@example.test").unwrap();
-        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            target,
+            Some(Body::sdp("offer")),
+            None,
+            1,
+        );
         let invite = only_request(&mut alice, &mut n);
         let mut bob = Call::incoming(config("bob", 5080), invite, t0, 2);
         let ringing = responses(&mut bob);
@@ -1332,7 +1415,13 @@ mod tests {
         let secs = |s: u64| t0 + Duration::from_secs(s);
         let mut n = 0;
         let target = Uri::parse("sip:bob@example.test").unwrap();
-        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            target,
+            Some(Body::sdp("offer")),
+            None,
+            1,
+        );
         let mut invite = only_request(&mut alice, &mut n);
         assert!(invite.headers.lists("Supported", "timer"));
         // As a server on the way (or a peer) would ask for it.
@@ -1385,7 +1474,13 @@ mod tests {
         let t0 = Instant::now();
         let mut n = 0;
         let target = Uri::parse("sip:bob@example.test").unwrap();
-        let mut alice = Call::outgoing(config("alice", 5070), target, Some(Body::sdp("offer")), 1);
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            target,
+            Some(Body::sdp("offer")),
+            None,
+            1,
+        );
         let mut invite = only_request(&mut alice, &mut n);
         assert!(invite.headers.lists("Supported", "100rel"));
         // A caller that requires 100rel (Alice only supports it).

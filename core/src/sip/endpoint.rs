@@ -21,6 +21,7 @@ use super::framing::Frame;
 use super::header::{NameAddr, Via};
 use super::keepalive::{options_request, Keepalive, KeepaliveAction, PING};
 use super::message::{self, Message, Method, Request, Response};
+use super::multipart::{self, MultipartError, Part};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, InviteServerTransaction,
@@ -80,9 +81,11 @@ pub enum EndpointEvent {
         /// The new call.
         call: CallId,
         /// The caller.
-        from: NameAddr,
+        from: Box<NameAddr>,
         /// The caller's offer, if the INVITE had one.
         offer: Option<Body>,
+        /// The location the caller sent by value (RFC 6442), still encoded.
+        location: Option<Body>,
     },
     /// A call changed state.
     Call {
@@ -274,10 +277,23 @@ impl Endpoint {
         self.pump(now);
     }
 
-    /// Places a call to `target` with an optional session offer.
-    pub fn place_call(&mut self, now: Instant, target: Uri, offer: Option<Body>) -> CallId {
+    /// Places a call to `target` with an optional session offer and an
+    /// optional location (a PIDF-LO body) for the callee.
+    pub fn place_call(
+        &mut self,
+        now: Instant,
+        target: Uri,
+        offer: Option<Body>,
+        location: Option<Body>,
+    ) -> CallId {
         let id = self.new_call_id();
-        let call = Call::outgoing(self.call_config(), target, offer, self.rng.random());
+        let call = Call::outgoing(
+            self.call_config(),
+            target,
+            offer,
+            location,
+            self.rng.random(),
+        );
         self.calls.insert(id, call);
         self.pump(now);
         id
@@ -721,24 +737,24 @@ impl Endpoint {
     }
 
     fn incoming_call(&mut self, now: Instant, invite: Request) {
+        let (offer, location) = match split_invite_body(&invite) {
+            Ok(parts) => parts,
+            Err(e) => {
+                tracing::info!(error = %e, "refusing an INVITE whose body we cannot read");
+                return self.respond(now, invite.response(400, "Bad Multipart Body"));
+            }
+        };
         let id = self.new_call_id();
         let from = invite.headers.from().ok();
-        let offer = (!invite.body.is_empty()).then(|| Body {
-            content_type: invite
-                .headers
-                .get("Content-Type")
-                .unwrap_or("application/sdp")
-                .to_owned(),
-            bytes: invite.body.clone(),
-        });
         let call = Call::incoming(self.call_config(), invite, now, self.rng.random());
         let rejected = call.is_ended();
         self.calls.insert(id, call);
         if let (Some(from), false) = (from, rejected) {
             self.events.push_back(EndpointEvent::IncomingCall {
                 call: id,
-                from,
+                from: Box::new(from),
                 offer,
+                location,
             });
         }
     }
@@ -986,6 +1002,52 @@ impl Endpoint {
     }
 }
 
+/// The offer and the location (by value) an INVITE carries: its body
+/// itself, or the parts of a multipart body — the SDP one, and the one the
+/// Geolocation header points at with a `cid:` URI.
+fn split_invite_body(invite: &Request) -> Result<(Option<Body>, Option<Body>), MultipartError> {
+    if invite.body.is_empty() {
+        return Ok((None, None));
+    }
+    let content_type = invite
+        .headers
+        .get("Content-Type")
+        .unwrap_or("application/sdp");
+    if !multipart::media_type(content_type).starts_with("multipart/") {
+        let body = Body {
+            content_type: content_type.to_owned(),
+            bytes: invite.body.clone(),
+        };
+        return Ok((Some(body), None));
+    }
+    let parts = multipart::parse(content_type, &invite.body)?;
+    let body = |p: &Part| Body {
+        content_type: p.header("Content-Type").unwrap_or("text/plain").to_owned(),
+        bytes: p.body.clone(),
+    };
+    let offer = parts
+        .iter()
+        .find(|p| p.media_type() == "application/sdp")
+        .map(body);
+    let cids: Vec<String> = invite
+        .headers
+        .get_all("Geolocation")
+        .flat_map(|v| v.split(','))
+        .filter_map(|v| {
+            let uri = v.trim().trim_start_matches('<').split('>').next()?;
+            uri.strip_prefix("cid:").map(str::to_owned)
+        })
+        .collect();
+    let location = parts
+        .iter()
+        .find(|p| {
+            p.content_id()
+                .is_some_and(|id| cids.iter().any(|c| c == id))
+        })
+        .map(body);
+    Ok((offer, location))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1187,7 +1249,7 @@ mod tests {
         let t0 = Instant::now();
         let server: SocketAddr = "127.0.0.2:5060".parse().unwrap();
         let mut ep = endpoint(Transport::Udp);
-        let call = ep.place_call(t0, Uri::parse("sip:bob@example.test").unwrap(), None);
+        let call = ep.place_call(t0, Uri::parse("sip:bob@example.test").unwrap(), None, None);
         let first = sent(&mut ep).remove(0);
         ep.handle_datagram(
             t0,

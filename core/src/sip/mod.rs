@@ -20,6 +20,7 @@ pub mod framing;
 pub mod header;
 pub mod keepalive;
 pub mod message;
+pub mod multipart;
 pub mod registration;
 pub mod reliable_provisional;
 pub mod session_timer;

@@ -2,6 +2,7 @@ package app.locus
 
 import app.locus.ffi.AccountSettings
 import app.locus.ffi.CallAudioSettings
+import app.locus.ffi.GeoLocation
 import app.locus.ffi.Phone
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.PhoneListener
@@ -76,6 +77,20 @@ class LocusPhone private constructor(
 
     /** Mutes or unmutes the microphone in a call (the peer hears silence). */
     fun mute(call: ULong, muted: Boolean = true) = phone.mute(call, muted)
+
+    /** Sets our position (null forgets it); it is sent only to contacts we share it with. */
+    fun setLocation(location: GeoLocation?) = phone.setLocation(location)
+
+    /**
+     * Shares our position with [contacts] (`bob@example.test`) in the calls we
+     * place to them, coarsened to about [precisionM] metres when given.
+     * Sharing is off until this is called.
+     */
+    fun shareLocation(contacts: List<String>, precisionM: Double? = null) =
+        phone.shareLocation(contacts, precisionM)
+
+    /** Stops sharing our position with anyone. */
+    fun stopSharingLocation() = phone.stopSharingLocation()
 
     /**
      * Tells the phone the network changed (wire it to Android's

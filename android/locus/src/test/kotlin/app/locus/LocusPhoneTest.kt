@@ -2,6 +2,7 @@ package app.locus
 
 import app.locus.ffi.AccountSettings
 import app.locus.ffi.FailureReason
+import app.locus.ffi.GeoLocation
 import app.locus.ffi.LocusException
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.RegistrationState
@@ -107,8 +108,15 @@ class LocusPhoneTest {
                     alice.registration.first { it == RegistrationState.REGISTERED }
                     bob.registration.first { it == RegistrationState.REGISTERED }
                 }
+                // Alice shares where she is with bob, to about a kilometre.
+                alice.setLocation(GeoLocation(lat = 48.2085, lon = 16.3721, radiusM = 10.0, timestamp = null))
+                alice.shareLocation(listOf("$peer@${env("LOCUS_TEST_DOMAIN")}"), precisionM = 1000.0)
                 val answering = launch {
                     val incoming = bob.events.first { it is PhoneEvent.IncomingCall } as PhoneEvent.IncomingCall
+                    val where = requireNotNull(incoming.location) { "bob sees no location" }
+                    assertEquals(48.2085, where.lat, 0.01)
+                    assertEquals(16.3721, where.lon, 0.02)
+                    assertEquals(1000.0, where.radiusM)
                     bob.answer(incoming.call)
                 }
                 val call = alice.call(peer)

@@ -1,0 +1,236 @@
+//! Location in calls (RFC 6442): the caller's position travels in its
+//! INVITE as PIDF-LO, only to contacts it is shared with; a peer that
+//! cannot take it gets the call without it; a bad one never stops a call.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed step should panic
+
+use std::time::Duration;
+
+use locus_core::location::sharing::Sharing;
+use locus_core::location::{Location, Timestamp};
+use locus_core::{AccountConfig, CallAudio, Event, Phone, Transport};
+use locus_tests::phones::{init_logging, registered, wait_for};
+use locus_tests::{Kamailio, KamailioConfig};
+use tokio::net::UdpSocket;
+
+fn vienna() -> Location {
+    Location::new(48.2085, 16.3721, 10.0, Some(Timestamp::now())).unwrap()
+}
+
+async fn incoming(events: &mut locus_core::Events) -> (u64, Option<Location>, Vec<Event>) {
+    let (ev, before) = wait_for(events, Duration::from_secs(10), |e| {
+        matches!(e, Event::IncomingCall { .. })
+    })
+    .await
+    .expect("an incoming call");
+    let Event::IncomingCall { call, location, .. } = ev else {
+        unreachable!()
+    };
+    (call, location, before)
+}
+
+#[tokio::test]
+async fn the_callee_sees_where_the_caller_is_only_when_shared() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (alice, _alice_events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
+    let (bob, mut bob_events) = registered(&k, "bob", "bob-secret", Transport::Udp).await;
+    alice.set_location(Some(vienna())).unwrap();
+
+    // Off by default: nothing.
+    alice
+        .call("bob", CallAudio::default())
+        .unwrap()
+        .id()
+        .await
+        .unwrap();
+    let (call, location, _) = incoming(&mut bob_events).await;
+    assert_eq!(location, None);
+    bob.reject(call, true).unwrap();
+
+    // Shared with bob, to about a kilometre.
+    alice
+        .set_sharing(Sharing::with(["bob@example.test".to_owned()], Some(1000.0)))
+        .unwrap();
+    alice
+        .call("bob", CallAudio::default())
+        .unwrap()
+        .id()
+        .await
+        .unwrap();
+    let (call, location, _) = incoming(&mut bob_events).await;
+    let seen = location.expect("bob sees alice's location");
+    let metres = |a: f64, b: f64| (a - b).abs() * 111_320.0;
+    assert!(metres(seen.lat, 48.2085) < 1000.0, "{seen:?}");
+    assert!(
+        metres(seen.lon, 16.3721) * 48.2_f64.to_radians().cos() < 1000.0,
+        "{seen:?}"
+    );
+    assert_eq!(seen.radius_m, 1000.0);
+    assert!(seen.timestamp.is_some());
+    bob.reject(call, true).unwrap();
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+/// The value of `name` in a SIP message's text, if present.
+fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+}
+
+/// A response to `request` (its Via, From, To with a tag, Call-ID, CSeq).
+fn reply(request: &str, status: &str) -> String {
+    let mut r = format!("SIP/2.0 {status}\r\n");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        r.push_str(&format!("{name}: {}\r\n", header(request, name).unwrap()));
+    }
+    r.push_str(&format!(
+        "To: {};tag=srv\r\nContent-Length: 0\r\n\r\n",
+        header(request, "To").unwrap()
+    ));
+    r
+}
+
+/// Reads requests until an INVITE; answers anything else it reads with 200.
+async fn next_invite(sip: &UdpSocket) -> (String, std::net::SocketAddr) {
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let (n, from) = tokio::time::timeout(Duration::from_secs(5), sip.recv_from(&mut buf))
+            .await
+            .expect("an INVITE within 5 s")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with("INVITE ") {
+            return (text, from);
+        }
+    }
+}
+
+#[tokio::test]
+async fn on_the_wire_only_when_shared_and_dropped_after_a_415() {
+    init_logging();
+    // A bare server on loopback: alice sends every request here.
+    let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut config = AccountConfig::new("alice", "example.test", "alice-secret");
+    config.server = Some(format!("sip:{}", sip.local_addr().unwrap()));
+    config.listen = "127.0.0.1:0".parse().ok();
+    let (alice, mut events) = Phone::start(config).await.unwrap();
+    alice.set_location(Some(vienna())).unwrap();
+
+    alice.call("bob", CallAudio::default()).unwrap();
+    let (plain, from) = next_invite(&sip).await;
+    assert!(header(&plain, "Geolocation").is_none(), "{plain}");
+    assert!(
+        !plain.contains("pidf") && !plain.contains("48.2085"),
+        "{plain}"
+    );
+    sip.send_to(reply(&plain, "486 Busy Here").as_bytes(), from)
+        .await
+        .unwrap();
+
+    alice
+        .set_sharing(Sharing::with(["sip:bob@example.test".to_owned()], None))
+        .unwrap();
+    alice.call("bob", CallAudio::default()).unwrap();
+    let (located, from) = next_invite(&sip).await;
+    let geolocation = header(&located, "Geolocation").expect("a Geolocation header");
+    assert!(geolocation.starts_with("<cid:"), "{located}");
+    assert_eq!(header(&located, "Geolocation-Routing"), Some("no"));
+    assert!(header(&located, "Content-Type")
+        .unwrap()
+        .starts_with("multipart/mixed;boundary="));
+    let cid = geolocation
+        .trim_start_matches("<cid:")
+        .trim_end_matches('>');
+    assert!(
+        located.contains(&format!("Content-ID: <{cid}>")),
+        "{located}"
+    );
+    assert!(
+        located.contains("application/pidf+xml")
+            && located.contains("<gml:pos>48.2085 16.3721</gml:pos>")
+    );
+    eprintln!(
+        "INVITE without location: {} bytes; with: {} bytes (+{})",
+        plain.len(),
+        located.len(),
+        located.len() - plain.len()
+    );
+    // A peer that cannot take multipart bodies.
+    sip.send_to(
+        reply(&located, "415 Unsupported Media Type").as_bytes(),
+        from,
+    )
+    .await
+    .unwrap();
+    let (retry, from) = next_invite(&sip).await;
+    assert_eq!(header(&retry, "CSeq"), Some("2 INVITE"), "{retry}");
+    assert_eq!(header(&retry, "Call-ID"), header(&located, "Call-ID"));
+    assert!(header(&retry, "Geolocation").is_none(), "{retry}");
+    assert_eq!(header(&retry, "Content-Type"), Some("application/sdp"));
+    sip.send_to(reply(&retry, "486 Busy Here").as_bytes(), from)
+        .await
+        .unwrap();
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::CallState { reason: Some(r), .. } if r == "busy"),
+    )
+    .await
+    .expect("the retried call ends busy");
+    alice.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_location_never_stops_a_call() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (bob, mut events) = registered(&k, "bob", "bob-secret", Transport::Udp).await;
+    let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (me, phone) = (sip.local_addr().unwrap(), bob.local_addr());
+    let sdp = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+               m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
+    // North of the North Pole.
+    let pidf = "<?xml version=\"1.0\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" \
+                xmlns:gp=\"urn:ietf:params:xml:ns:pidf:geopriv10\" xmlns:gml=\"http://www.opengis.net/gml\" \
+                entity=\"sip:carol@example.test\"><tuple id=\"t\"><status><gp:geopriv><gp:location-info>\
+                <gml:Point srsName=\"urn:ogc:def:crs:EPSG::4326\"><gml:pos>95.0 10.0</gml:pos></gml:Point>\
+                </gp:location-info></gp:geopriv></status></tuple></presence>";
+    let body = format!(
+        "--b1\r\nContent-Type: application/sdp\r\n\r\n{sdp}\r\n--b1\r\nContent-Type: application/pidf+xml\r\n\
+         Content-ID: <loc@example.test>\r\n\r\n{pidf}\r\n--b1--\r\n"
+    );
+    let invite = format!(
+        "INVITE sip:bob@{phone} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKbadloc;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@example.test>;tag=c1\r\nTo: <sip:bob@example.test>\r\n\
+         Call-ID: badloc-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@{me}>\r\n\
+         Geolocation: <cid:loc@example.test>\r\nGeolocation-Routing: no\r\n\
+         Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    sip.send_to(invite.as_bytes(), phone).await.unwrap();
+    let (call, location, before) = incoming(&mut events).await;
+    assert_eq!(location, None);
+    let warned = before
+        .iter()
+        .any(|e| matches!(e, Event::Error { message } if message.contains("location is ignored")));
+    assert!(warned, "{before:?}");
+    bob.answer(call, CallAudio::default()).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let answered = async {
+        loop {
+            let (n, _) = sip.recv_from(&mut buf).await.unwrap();
+            if buf[..n].starts_with(b"SIP/2.0 200") {
+                return String::from_utf8_lossy(&buf[..n]).into_owned();
+            }
+        }
+    };
+    let ok = tokio::time::timeout(Duration::from_secs(5), answered)
+        .await
+        .expect("a 200");
+    assert!(ok.contains("PCMU/8000"), "{ok}");
+    bob.hangup(call).unwrap();
+    bob.shutdown().await;
+}
