@@ -7,6 +7,10 @@
 //! blocks or allocates on the other's account; a full or empty ring drops
 //! or pads samples, and both sides count that.
 
+#[cfg(feature = "echo-cancellation")]
+pub mod echo;
+#[cfg(not(feature = "echo-cancellation"))]
+#[path = "echo_passthrough.rs"]
 pub mod echo;
 pub mod resample;
 pub mod sound_card;
