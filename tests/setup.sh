@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Locus needs to build, run its demo and run its tests, when it
 # is missing: Debian packages (ALSA headers, autotools and libclang for the
-# audio crates, Kamailio with sqlite and TLS modules, baresip as the
+# audio crates, Kamailio with sqlite, TLS and presence modules, baresip as the
 # independent peer, dnsmasq as a loopback DNS server, espeak-ng for test
 # speech, a JDK and Maven for the Kotlin tests, a C compiler and cmake for the
 # bundled sqlite, ring and libopus builds), the PyPI packages that score
@@ -26,6 +26,7 @@ missing=()
 command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ] || missing+=(kamailio)
 have_module db_sqlite.so || missing+=(kamailio-sqlite-modules)
 have_module tls.so || missing+=(kamailio-tls-modules)
+have_module presence.so || missing+=(kamailio-presence-modules)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)

@@ -42,6 +42,9 @@ pub struct KamailioConfig {
     pub max_expires: u32,
     /// Whether to listen on TLS as well.
     pub tls: bool,
+    /// Whether to run the presence server (presence + presence_xml on
+    /// sqlite): PUBLISH and SUBSCRIBE for `Event: presence`.
+    pub presence: bool,
 }
 
 impl Default for KamailioConfig {
@@ -56,6 +59,7 @@ impl Default for KamailioConfig {
             min_expires: 1,
             max_expires: 3600,
             tls: true,
+            presence: false,
         }
     }
 }
@@ -77,8 +81,11 @@ pub struct Kamailio {
     sibling: Option<String>,
 }
 
-const INSTALL_HINT: &str =
-    "install it with: apt-get install kamailio kamailio-sqlite-modules kamailio-tls-modules";
+const INSTALL_HINT: &str = "install it with: apt-get install kamailio kamailio-sqlite-modules \
+     kamailio-tls-modules kamailio-presence-modules";
+
+/// Kamailio's own sqlite schema for the presence tables.
+const PRESENCE_SCHEMA: &str = "/usr/share/kamailio/db_sqlite/presence-create.sql";
 
 impl Kamailio {
     /// Writes the configuration and starts Kamailio, waiting until it answers.
@@ -89,7 +96,11 @@ impl Kamailio {
         let modules = module_dir().ok_or_else(|| {
             HarnessError::NotInstalled(format!("kamailio modules not found; {INSTALL_HINT}"))
         })?;
-        for needed in ["db_sqlite.so", "tls.so"] {
+        let mut needed = vec!["db_sqlite.so", "tls.so"];
+        if config.presence {
+            needed.extend(["presence.so", "presence_xml.so"]);
+        }
+        for needed in needed {
             if !modules.join(needed).exists() {
                 return Err(HarnessError::NotInstalled(format!(
                     "kamailio module {needed} missing; {INSTALL_HINT}"
@@ -268,6 +279,17 @@ impl Kamailio {
         Ok(contacts)
     }
 
+    /// The presence documents Kamailio's presence server holds for `user`
+    /// (its presentity table).
+    pub fn presentity(&self, user: &str) -> Result<Vec<String>, HarnessError> {
+        let db = rusqlite::Connection::open(self.dir.path().join("kamailio.db"))?;
+        let mut query =
+            db.prepare("SELECT body FROM presentity WHERE username = ?1 AND event = 'presence'")?;
+        let rows = query.query_map([user], |row| row.get::<_, Vec<u8>>(0))?;
+        rows.map(|r| Ok(String::from_utf8_lossy(&r?).into_owned()))
+            .collect()
+    }
+
     /// Stops Kamailio (SIGTERM to its process group, SIGKILL after 3 s).
     pub fn stop(&mut self) {
         self.daemon = None;
@@ -346,6 +368,12 @@ fn create_database(path: &Path, config: &KamailioConfig) -> Result<(), HarnessEr
             (user, &config.domain, password),
         )?;
     }
+    if config.presence {
+        let schema = fs::read_to_string(PRESENCE_SCHEMA).map_err(|e| {
+            HarnessError::NotInstalled(format!("{PRESENCE_SCHEMA}: {e}; {INSTALL_HINT}"))
+        })?;
+        db.execute_batch(&schema)?;
+    }
     Ok(())
 }
 
@@ -414,6 +442,20 @@ loadmodule "nathelper.so"
             dir.join("tls.cfg").display()
         );
     }
+    if config.presence {
+        let _ = write!(
+            cfg,
+            r#"loadmodule "presence.so"
+loadmodule "presence_xml.so"
+modparam("presence", "db_url", "sqlite:///{db}")
+modparam("presence", "server_address", "sip:{ip}:{port}")
+modparam("presence_xml", "db_url", "sqlite:///{db}")
+# No XCAP server: every watcher is allowed (the phones decide what to share).
+modparam("presence_xml", "force_active", 1)
+"#,
+            db = dir.join("kamailio.db").display(),
+        );
+    }
     let _ = write!(
         cfg,
         r#"modparam("ctl", "binrpc", "unix:{ctl}")
@@ -477,6 +519,10 @@ request_route {{
         sl_send_reply("200", "Alive");
         exit;
     }}
+    if (is_method("PUBLISH|SUBSCRIBE")) {{
+        route(PRESENCE);
+        exit;
+    }}
     if (is_method("INVITE") && !is_present_hf("X-Locus-Sibling")) {{
         # Only our subscribers place calls (407 Proxy-Authenticate); the
         # sibling has checked the calls it hands over.
@@ -502,7 +548,23 @@ request_route {{
     }}
     t_relay();
 }}
+
+route[PRESENCE] {{
+    if (!auth_check("$fd", "subscriber", "1")) {{
+        auth_challenge("$fd", "1");
+        exit;
+    }}
+    consume_credentials();
+{presence}
+}}
 "#,
+        presence = if config.presence {
+            "    if (!t_newtran()) {\n        sl_reply_error();\n        exit;\n    }\n    \
+             if (is_method(\"PUBLISH\")) {\n        handle_publish();\n    } else {\n        \
+             handle_subscribe();\n    }\n    t_release();"
+        } else {
+            "    sl_send_reply(\"501\", \"Not Implemented\");"
+        },
         ctl = dir.join("kamailio_ctl").display(),
         min = config.min_expires,
         max = config.max_expires,

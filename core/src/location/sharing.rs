@@ -30,6 +30,11 @@ impl Sharing {
         }
     }
 
+    /// Whether the user shares their position at all.
+    pub fn is_on(&self) -> bool {
+        self.enabled
+    }
+
     /// Whether `peer` (an address of record) may see our position.
     pub fn allows(&self, peer: &str) -> bool {
         self.enabled && self.allowed.contains(&normalise(peer))

@@ -21,6 +21,7 @@ use crate::sip::call::{Body, CallEvent};
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
 use crate::sip::framing::Frame;
 use crate::sip::message;
+use crate::sip::publication::PublicationEvent;
 use crate::sip::registration::{FailureReason, RegistrationEvent};
 use crate::sip::uri::Uri;
 use crate::sip::{Transmit, Transport};
@@ -74,6 +75,10 @@ pub(crate) enum Command {
     SetLocation(Option<Location>),
     /// With whom we share it, and how precisely.
     SetSharing(Sharing),
+    /// Publish our presence: open (available) or closed.
+    Publish {
+        open: bool,
+    },
 }
 
 /// Everything about choosing and changing servers.
@@ -212,7 +217,9 @@ impl Driver {
             if let Some((_, deadline)) = &self.shutdown {
                 // Done when the registration is removed and every call's
                 // BYE (or CANCEL) is answered, or when the grace is over.
-                let busy = self.endpoint.is_unregistering() || self.endpoint.has_calls_ending();
+                let busy = self.endpoint.is_unregistering()
+                    || self.endpoint.has_calls_ending()
+                    || self.endpoint.is_publishing();
                 if !busy || Instant::now() >= *deadline {
                     break;
                 }
@@ -285,6 +292,7 @@ impl Driver {
             Some(Command::NetworkChanged) => self.network_changed(),
             Some(Command::SetLocation(location)) => self.location = location,
             Some(Command::SetSharing(sharing)) => self.sharing = sharing,
+            Some(Command::Publish { open }) => self.publish(open),
             Some(Command::Media { call, command }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
@@ -364,6 +372,32 @@ impl Driver {
             content_type: pidf::CONTENT_TYPE.into(),
             bytes: document.into(),
         })
+    }
+
+    /// Publishes our presence: the basic status, and our position when the
+    /// user shares it. The presence server hands it to every watcher it
+    /// authorises; which ones is the server's rule (XCAP), not ours.
+    fn publish(&mut self, open: bool) {
+        let location = self
+            .location
+            .as_ref()
+            .filter(|_| self.sharing.is_on())
+            .map(|l| self.sharing.reduce(l));
+        let document = pidf::encode(&pidf::Presence {
+            entity: self.servers.aor.clone(),
+            open: Some(open),
+            location,
+            method: None,
+            retransmission_allowed: false,
+            retention_expiry: None,
+        });
+        self.endpoint.publish(
+            now(),
+            Body {
+                content_type: pidf::CONTENT_TYPE.into(),
+                bytes: document.into(),
+            },
+        );
     }
 
     /// The caller's location, if it sent one we can read; an unreadable one
@@ -612,6 +646,7 @@ impl Driver {
             if self.endpoint.is_registered() {
                 self.endpoint.unregister(now());
             }
+            self.endpoint.unpublish(now());
             self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
         }
     }
@@ -922,7 +957,18 @@ impl Driver {
             EndpointEvent::Malformed { from, reason } if from == current.addr => Event::Error {
                 message: format!("malformed message from {}: {reason}", current.label),
             },
-            EndpointEvent::Malformed { .. }
+            EndpointEvent::Publication(PublicationEvent::Failed {
+                status, message, ..
+            }) => Event::Error {
+                message: match status {
+                    Some(s) => format!("publishing presence failed ({s}): {message}"),
+                    None => format!("publishing presence failed: {message}"),
+                },
+            },
+            EndpointEvent::Publication(
+                PublicationEvent::Published { .. } | PublicationEvent::Unpublished,
+            )
+            | EndpointEvent::Malformed { .. }
             | EndpointEvent::IncomingCall { .. }
             | EndpointEvent::Call { .. } => return None,
         })

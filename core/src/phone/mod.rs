@@ -361,6 +361,15 @@ impl Phone {
             .map_err(|_| PhoneError::Stopped)
     }
 
+    /// Publishes our presence (PIDF with a basic status, and our position
+    /// when sharing is on) and keeps it published, also across moves to
+    /// other servers, until the phone stops.
+    pub fn publish_presence(&self, open: bool) -> Result<(), PhoneError> {
+        self.commands
+            .send(Command::Publish { open })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
     /// Tells the phone the network changed (another Wi-Fi, mobile data):
     /// it re-checks its address, reconnects and registers again at once.
     pub fn network_changed(&self) -> Result<(), PhoneError> {

@@ -21,8 +21,9 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::auth;
 use super::dialog::Dialog;
-use super::digest::{Challenge, DigestClient, Password};
+use super::digest::{DigestClient, Password};
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
 use super::multipart::{self, Part};
@@ -655,47 +656,30 @@ impl Call {
     }
 
     fn retry_with_credentials(&mut self, response: &Response) {
-        let proxy = response.status == 407;
-        let header = if proxy {
-            "Proxy-Authenticate"
-        } else {
-            "WWW-Authenticate"
-        };
-        let Some(mut invite) = self.invite.clone() else {
+        let Some(invite) = &self.invite else {
             return;
         };
-        let challenge = match Challenge::choose(response.headers.get_all(header)) {
-            Ok(c) => c,
+        let cnonce = format!("{:016x}", self.rng.random::<u64>());
+        let answered = auth::answer_challenge(
+            invite,
+            response,
+            &mut self.digest,
+            &self.config.username,
+            &self.config.password,
+            &cnonce,
+        );
+        match answered {
+            Ok(invite) => {
+                self.answered_challenge = true;
+                self.got_provisional = false;
+                self.actions.push_back(CallAction::Request(invite.clone()));
+                self.invite = Some(invite);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot answer the INVITE's challenge");
                 self.finish(EndReason::Rejected(response.status));
-                return;
             }
-        };
-        let cnonce = format!("{:016x}", self.rng.random::<u64>());
-        let value = self.digest.authorize(
-            &challenge,
-            &self.config.username,
-            &self.config.password,
-            "INVITE",
-            &invite.uri.to_string(),
-            &cnonce,
-        );
-        let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
-        invite.headers.set("CSeq", format!("{seq} INVITE"));
-        invite.headers.set(
-            if proxy {
-                "Proxy-Authorization"
-            } else {
-                "Authorization"
-            },
-            value,
-        );
-        invite.headers.remove("Via");
-        self.answered_challenge = true;
-        self.got_provisional = false;
-        self.actions.push_back(CallAction::Request(invite.clone()));
-        self.invite = Some(invite);
+        }
     }
 
     /// The peer cannot take our multipart INVITE: the same call again with

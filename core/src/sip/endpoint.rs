@@ -22,6 +22,7 @@ use super::header::{NameAddr, Via};
 use super::keepalive::{options_request, Keepalive, KeepaliveAction, PING};
 use super::message::{self, Message, Method, Request, Response};
 use super::multipart::{self, MultipartError, Part};
+use super::publication::{Publication, PublicationConfig, PublicationEvent};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, InviteServerTransaction,
@@ -59,6 +60,8 @@ pub struct EndpointConfig {
 pub enum EndpointEvent {
     /// A registration state change.
     Registration(RegistrationEvent),
+    /// Our presence publication changed state.
+    Publication(PublicationEvent),
     /// The flow to the registrar was lost.
     FlowLost {
         /// What happened.
@@ -102,6 +105,7 @@ enum Owner {
     /// The registration of this generation (see [`Binding`]).
     Registration(u64),
     Keepalive,
+    Publication,
     Call(CallId, Method),
 }
 
@@ -144,6 +148,7 @@ pub struct Endpoint {
     binding: Binding,
     leaving: Vec<Leaving>,
     keepalive: Keepalive,
+    publication: Publication,
     clients: HashMap<TransactionKey, (ClientTransaction, Owner)>,
     servers: HashMap<TransactionKey, ServerTransaction>,
     invite_clients: HashMap<TransactionKey, (InviteClientTransaction, CallId)>,
@@ -168,12 +173,25 @@ impl Endpoint {
             config.keepalive.unwrap_or(Duration::from_secs(86_400)),
             config.keepalive_timeout,
         );
+        let r = &config.registration;
+        let publication = Publication::new(
+            PublicationConfig {
+                aor: r.aor.clone(),
+                event: "presence".into(),
+                expires: r.expires,
+                username: r.username.clone(),
+                password: r.password.clone(),
+                user_agent: r.user_agent.clone(),
+            },
+            rng.random(),
+        );
         Endpoint {
             config,
             rng,
             binding,
             leaving: Vec::new(),
             keepalive,
+            publication,
             clients: HashMap::new(),
             servers: HashMap::new(),
             invite_clients: HashMap::new(),
@@ -228,6 +246,23 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Publishes our presence document (PIDF), replacing the last one.
+    pub fn publish(&mut self, now: Instant, document: Body) {
+        self.publication.publish(document);
+        self.pump(now);
+    }
+
+    /// Removes our published presence.
+    pub fn unpublish(&mut self, now: Instant) {
+        self.publication.unpublish();
+        self.pump(now);
+    }
+
+    /// Whether a PUBLISH is in flight.
+    pub fn is_publishing(&self) -> bool {
+        self.publication.is_busy()
+    }
+
     /// Registers again at once with the current server (it may have lost
     /// our binding, or our address changed).
     pub fn refresh(&mut self, now: Instant) {
@@ -274,6 +309,8 @@ impl Endpoint {
             binding: old,
             until_registered,
         });
+        // Our entity tag means nothing at the new server.
+        self.publication.restart();
         self.pump(now);
     }
 
@@ -497,6 +534,7 @@ impl Endpoint {
             call.handle_timeout(now);
         }
         self.binding.registration.handle_timeout(now);
+        self.publication.handle_timeout(now);
         for l in &mut self.leaving {
             l.binding.registration.handle_timeout(now);
         }
@@ -561,6 +599,7 @@ impl Endpoint {
                     .filter_map(|l| l.binding.registration.poll_timeout()),
             )
             .chain(self.keepalive.poll_timeout())
+            .chain(self.publication.poll_timeout())
             .min()
     }
 
@@ -622,6 +661,12 @@ impl Endpoint {
                         ClientOutcome::Failed(f) => b.registration.handle_failure(now, &f),
                     }
                 }
+            }
+            (Owner::Publication, ClientOutcome::Response(r)) => {
+                self.publication.handle_response(now, &r)
+            }
+            (Owner::Publication, ClientOutcome::Failed(f)) => {
+                self.publication.handle_failure(now, &f)
             }
             (Owner::Keepalive, ClientOutcome::Response(r)) => {
                 self.keepalive.handle_pong();
@@ -811,6 +856,14 @@ impl Endpoint {
             self.events.push_back(EndpointEvent::Registration(ev));
         }
         requests.extend(self.pump_leaving(now, registered));
+        let (transport, server) = self.server();
+        requests.extend(
+            std::iter::from_fn(|| self.publication.poll_request())
+                .map(|r| (r, Owner::Publication, transport, server)),
+        );
+        while let Some(ev) = self.publication.poll_event() {
+            self.events.push_back(EndpointEvent::Publication(ev));
+        }
         for (request, owner, transport, server) in requests {
             self.start_client_to(now, request, owner, transport, server);
         }

@@ -12,6 +12,7 @@
 //! cases we must handle. Rather than keep two parsers, `message` is one small,
 //! strict parser with the framing, normalisation and typed headers a UA needs.
 
+pub mod auth;
 pub mod call;
 pub mod dialog;
 pub mod digest;
@@ -21,6 +22,7 @@ pub mod header;
 pub mod keepalive;
 pub mod message;
 pub mod multipart;
+pub mod publication;
 pub mod registration;
 pub mod reliable_provisional;
 pub mod session_timer;

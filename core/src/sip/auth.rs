@@ -1,0 +1,42 @@
+//! Answering a 401/407 challenge to a request (RFC 3261 §22.2): the same
+//! request again with credentials and the next CSeq, ready for a new
+//! transaction.
+
+use super::digest::{Challenge, DigestClient, Password};
+use super::message::{Request, Response};
+
+/// `request` again with credentials for the challenge in `response`, its
+/// CSeq one higher and its Via gone (the new transaction adds one).
+pub fn answer_challenge(
+    request: &Request,
+    response: &Response,
+    digest: &mut DigestClient,
+    username: &str,
+    password: &Password,
+    cnonce: &str,
+) -> Result<Request, String> {
+    let proxy = response.status == 407;
+    let (challenge_header, answer_header) = if proxy {
+        ("Proxy-Authenticate", "Proxy-Authorization")
+    } else {
+        ("WWW-Authenticate", "Authorization")
+    };
+    let challenge =
+        Challenge::choose(response.headers.get_all(challenge_header)).map_err(|e| e.to_string())?;
+    let value = digest.authorize(
+        &challenge,
+        username,
+        password,
+        request.method.as_str(),
+        &request.uri.to_string(),
+        cnonce,
+    );
+    let mut again = request.clone();
+    let seq = again.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+    again
+        .headers
+        .set("CSeq", format!("{seq} {}", request.method.as_str()));
+    again.headers.set(answer_header, value);
+    again.headers.remove("Via");
+    Ok(again)
+}
