@@ -172,6 +172,15 @@ pub enum PhoneEvent {
         /// What happened.
         reason: String,
     },
+    /// A friend's presence changed.
+    Friend {
+        /// The friend's address.
+        uri: String,
+        /// `open`, `closed`, `pending`, `terminated` or `unknown`.
+        status: String,
+        /// Where the friend is, when shared.
+        location: Option<GeoLocation>,
+    },
     /// The phone moved to another server.
     ServerChanged {
         /// The server left.
@@ -399,6 +408,17 @@ impl Phone {
         self.with_phone(|p| p.set_sharing(sharing))
     }
 
+    /// Publishes our presence (available or not), with our position when
+    /// sharing is on; kept published until the phone stops.
+    pub fn publish_presence(&self, open: bool) -> Result<(), LocusError> {
+        self.with_phone(|p| p.publish_presence(open))
+    }
+
+    /// Watches a friend's presence; `Friend` events follow.
+    pub fn watch(&self, friend: String) -> Result<(), LocusError> {
+        self.with_phone(|p| p.watch(&friend))
+    }
+
     /// Stops sharing our position with anyone.
     pub fn stop_sharing_location(&self) -> Result<(), LocusError> {
         self.with_phone(|p| p.set_sharing(Default::default()))
@@ -532,6 +552,15 @@ impl From<locus_core::Event> for PhoneEvent {
             E::Unregistered => PhoneEvent::Unregistered,
             E::Unreachable { server, reason } => PhoneEvent::Unreachable { server, reason },
             E::ServerChanged { from, to, reason } => PhoneEvent::ServerChanged { from, to, reason },
+            E::Friend {
+                uri,
+                status,
+                location,
+            } => PhoneEvent::Friend {
+                uri,
+                status,
+                location: location.map(GeoLocation::from),
+            },
             E::Error { message } => PhoneEvent::Error { message },
             E::IncomingCall {
                 call,

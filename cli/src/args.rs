@@ -85,6 +85,22 @@ pub enum Command {
         #[arg(long = "for", value_name = "SECONDS", default_value = "3")]
         duration: f64,
     },
+    /// Publish our presence (with our position when given, shared with the
+    /// friends listed) and watch each friend's.
+    Friends {
+        /// The friends: SIP URIs, or user names in the account's domain.
+        #[arg(required = true)]
+        friends: Vec<String>,
+        /// The account.
+        #[command(flatten)]
+        account: Box<AccountArgs>,
+        /// Our position: degrees, and an uncertainty in metres.
+        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location)]
+        location: Option<Location>,
+        /// How long to stay, in seconds (default: until Ctrl-C).
+        #[arg(long = "for", value_name = "SECONDS")]
+        duration: Option<f64>,
+    },
     /// List the audio devices.
     Devices,
 }

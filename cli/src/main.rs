@@ -5,6 +5,7 @@ mod args;
 mod call;
 mod demo;
 mod devices;
+mod friends;
 mod output;
 mod register;
 
@@ -91,6 +92,12 @@ fn main() -> ExitCode {
                 .await
             }
             Command::Demo { duration } => demo::run(duration, &out).await,
+            Command::Friends {
+                friends,
+                account,
+                location,
+                duration,
+            } => friends::run(account.into_config()?, &friends, location, duration, &out).await,
             Command::Devices => devices::run(cli.json),
         }
     });

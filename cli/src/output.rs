@@ -81,17 +81,20 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
         Event::ServerChanged { from, to, reason } => {
             json!({"event": "server_changed", "from": from, "to": to, "reason": reason})
         }
+        Event::Friend {
+            uri,
+            status,
+            location,
+        } => {
+            json!({"event": "friend", "uri": uri, "status": status, "location": location_json(location.as_ref())})
+        }
         Event::Error { message } => json!({"event": "error", "message": message}),
         Event::IncomingCall {
             call,
             from,
             location,
         } => {
-            let location = location.as_ref().map_or(Value::Null, |l| {
-                json!({"lat": l.lat, "lon": l.lon, "radius_m": l.radius_m,
-                       "timestamp": l.timestamp.as_ref().map(|t| t.as_str())})
-            });
-            json!({"event": "incoming_call", "call": call, "from": from, "location": location})
+            json!({"event": "incoming_call", "call": call, "from": from, "location": location_json(location.as_ref())})
         }
         Event::CallState {
             call,
@@ -140,6 +143,19 @@ fn event_text(event: &Event) -> String {
         Event::ServerChanged { from, to, reason } => {
             format!("moved from {from} to {to}: {reason}")
         }
+        Event::Friend {
+            uri,
+            status,
+            location: None,
+        } => format!("{uri}: {status}"),
+        Event::Friend {
+            uri,
+            status,
+            location: Some(l),
+        } => format!(
+            "{uri}: {status}, at {:.5}, {:.5} (± {:.0} m)",
+            l.lat, l.lon, l.radius_m
+        ),
         Event::Error { message } => format!("error: {message}"),
         Event::IncomingCall {
             call,
@@ -174,6 +190,14 @@ fn event_text(event: &Event) -> String {
         ),
         Event::Dtmf { call, digit } => format!("call {call}: DTMF {digit}"),
     }
+}
+
+/// A location as CLI.md writes it, or null.
+fn location_json(location: Option<&locus_core::location::Location>) -> Value {
+    location.map_or(Value::Null, |l| {
+        json!({"lat": l.lat, "lon": l.lon, "radius_m": l.radius_m,
+               "timestamp": l.timestamp.as_ref().map(|t| t.as_str())})
+    })
 }
 
 fn round2(x: f64) -> f64 {

@@ -320,3 +320,51 @@ fn discovery_drain_is_a_server_changed_event() {
     assert!(primary.contacts("alice").unwrap().is_empty());
     assert!(secondary.contacts("alice").unwrap().is_empty());
 }
+
+#[test]
+fn friends_see_each_other_and_where_they_are() {
+    let k = Kamailio::start(KamailioConfig {
+        presence: true,
+        ..KamailioConfig::default()
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server = k.server_uri(locus_core::Transport::Tcp);
+    let friends = |user: &str, friend: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_locus"))
+            .args([
+                "--json", "friends", friend, "--for", "4", "--user", user, "--domain",
+            ])
+            .arg(k.domain())
+            .args(["--password", &format!("{user}-secret"), "--server", &server])
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path().join(user))
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let alice = friends("alice", "bob", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let bob = friends("bob", "alice", &["--location", "48.2085,16.3721,30"]);
+    let (alice, bob) = (
+        alice.wait_with_output().unwrap(),
+        bob.wait_with_output().unwrap(),
+    );
+    assert!(alice.status.success() && bob.status.success());
+    let seen = json_lines(&alice);
+    let open = seen
+        .iter()
+        .find(|e| e["event"] == "friend" && e["status"] == "open")
+        .unwrap_or_else(|| panic!("alice never saw bob open: {seen:?}"));
+    assert_eq!(open["uri"], "sip:bob@example.test");
+    assert_eq!(open["location"]["lat"], 48.2085);
+    assert_eq!(open["location"]["radius_m"], 30.0);
+    // Bob sees alice, who shares no position.
+    let seen = json_lines(&bob);
+    let open = seen
+        .iter()
+        .find(|e| e["event"] == "friend" && e["status"] == "open")
+        .unwrap_or_else(|| panic!("bob never saw alice open: {seen:?}"));
+    assert!(open["location"].is_null(), "{open}");
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use locus_core::location::sharing::Sharing;
 use locus_core::location::{Location, Timestamp};
-use locus_core::Transport;
-use locus_tests::phones::{account, init_logging, registered_as};
+use locus_core::{Event, Transport};
+use locus_tests::phones::{account, init_logging, registered_as, wait_for};
 use locus_tests::{Kamailio, KamailioConfig};
 
 async fn until(limit: Duration, mut pred: impl FnMut() -> bool) -> bool {
@@ -73,4 +73,54 @@ async fn our_presence_and_position_reach_the_presence_server() {
     })
     .await;
     assert!(removed, "{:?}", k.presentity("alice"));
+}
+
+#[tokio::test]
+async fn a_friends_publish_reaches_the_watcher_within_a_second() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig {
+        presence: true,
+        ..KamailioConfig::default()
+    })
+    .unwrap();
+    let (alice, mut alice_events) =
+        registered_as(account(&k, "alice", "alice-secret", Transport::Udp)).await;
+    let (bob, _bob_events) = registered_as(account(&k, "bob", "bob-secret", Transport::Tcp)).await;
+    bob.set_location(Some(
+        Location::new(48.2085, 16.3721, 20.0, Some(Timestamp::now())).unwrap(),
+    ))
+    .unwrap();
+    bob.set_sharing(Sharing::with(["alice@example.test".to_owned()], None))
+        .unwrap();
+    alice.watch("bob").unwrap();
+    let friend = |wanted: &'static str| move |e: &Event| matches!(e, Event::Friend { status, .. } if status == wanted);
+    // Nothing published yet.
+    wait_for(&mut alice_events, Duration::from_secs(5), friend("unknown"))
+        .await
+        .expect("the first NOTIFY");
+
+    let mut latencies = Vec::new();
+    for round in 0..20 {
+        let open = round % 2 == 0;
+        let status = if open { "open" } else { "closed" };
+        let published = Instant::now();
+        bob.publish_presence(open).unwrap();
+        let (event, _) = wait_for(&mut alice_events, Duration::from_secs(1), friend(status))
+            .await
+            .unwrap_or_else(|seen| panic!("round {round}: no {status} within 1 s: {seen:?}"));
+        latencies.push(published.elapsed());
+        let Event::Friend { uri, location, .. } = event else {
+            unreachable!()
+        };
+        assert_eq!(uri, "sip:bob@example.test");
+        let l = location.expect("bob shares his position");
+        assert_eq!((l.lat, l.lon, l.radius_m), (48.2085, 16.3721, 20.0));
+    }
+    latencies.sort();
+    eprintln!(
+        "publish -> notify over 20 rounds: median {:?}, max {:?}",
+        latencies[10], latencies[19]
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
 }

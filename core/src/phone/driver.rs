@@ -23,6 +23,7 @@ use crate::sip::framing::Frame;
 use crate::sip::message;
 use crate::sip::publication::PublicationEvent;
 use crate::sip::registration::{FailureReason, RegistrationEvent};
+use crate::sip::subscription::{SubscriptionEvent, SubscriptionState};
 use crate::sip::uri::Uri;
 use crate::sip::{Transmit, Transport};
 
@@ -78,6 +79,10 @@ pub(crate) enum Command {
     /// Publish our presence: open (available) or closed.
     Publish {
         open: bool,
+    },
+    /// Watch a friend's presence.
+    Watch {
+        friend: Uri,
     },
 }
 
@@ -157,6 +162,8 @@ pub(crate) struct Driver {
     /// Our position, as the user last set it.
     location: Option<Location>,
     sharing: Sharing,
+    /// Watched friends by subscription id.
+    friends: HashMap<u64, String>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -199,6 +206,7 @@ impl Driver {
             watcher: None,
             location: None,
             sharing: Sharing::default(),
+            friends: HashMap::new(),
         }
     }
 
@@ -293,6 +301,11 @@ impl Driver {
             Some(Command::SetLocation(location)) => self.location = location,
             Some(Command::SetSharing(sharing)) => self.sharing = sharing,
             Some(Command::Publish { open }) => self.publish(open),
+            Some(Command::Watch { friend }) => {
+                let uri = friend.to_string();
+                let id = self.endpoint.subscribe(now(), friend);
+                self.friends.insert(id, uri);
+            }
             Some(Command::Media { call, command }) => {
                 match self.calls.get(&call).and_then(|c| c.media.as_ref()) {
                     Some(media) => {
@@ -398,6 +411,59 @@ impl Driver {
                 bytes: document.into(),
             },
         );
+    }
+
+    /// A friend's NOTIFY as the `friend` event: the status (`open`,
+    /// `closed`, `pending`, `terminated`, `unknown`) and the position.
+    fn friend_event(&self, uri: String, event: SubscriptionEvent) -> Option<Event> {
+        let (status, location) = match event {
+            SubscriptionEvent::Notified {
+                state: SubscriptionState::Active,
+                body: Some(body),
+            } => match pidf::decode(&body.bytes) {
+                Ok(presence) => {
+                    let status = match presence.open {
+                        Some(true) => "open",
+                        Some(false) => "closed",
+                        None => "unknown",
+                    };
+                    (status, presence.location)
+                }
+                Err(e) => {
+                    self.emit(Event::Error {
+                        message: format!("{uri}: unreadable presence ignored: {e}"),
+                    });
+                    ("unknown", None)
+                }
+            },
+            SubscriptionEvent::Notified {
+                state: SubscriptionState::Active,
+                body: None,
+            } => ("unknown", None),
+            SubscriptionEvent::Notified {
+                state: SubscriptionState::Pending,
+                ..
+            } => ("pending", None),
+            SubscriptionEvent::Notified {
+                state: SubscriptionState::Terminated(_),
+                ..
+            } => ("terminated", None),
+            SubscriptionEvent::Failed {
+                status, message, ..
+            } => {
+                return Some(Event::Error {
+                    message: match status {
+                        Some(s) => format!("watching {uri} failed ({s}): {message}"),
+                        None => format!("watching {uri} failed: {message}"),
+                    },
+                })
+            }
+        };
+        Some(Event::Friend {
+            uri,
+            status: status.to_owned(),
+            location,
+        })
     }
 
     /// The caller's location, if it sent one we can read; an unreadable one
@@ -647,6 +713,7 @@ impl Driver {
                 self.endpoint.unregister(now());
             }
             self.endpoint.unpublish(now());
+            self.endpoint.unsubscribe_all(now());
             self.shutdown = Some((done, Instant::now() + SHUTDOWN_GRACE));
         }
     }
@@ -965,6 +1032,10 @@ impl Driver {
                     None => format!("publishing presence failed: {message}"),
                 },
             },
+            EndpointEvent::Subscription { id, event } => {
+                let uri = self.friends.get(&id).cloned().unwrap_or_default();
+                return self.friend_event(uri, event);
+            }
             EndpointEvent::Publication(
                 PublicationEvent::Published { .. } | PublicationEvent::Unpublished,
             )

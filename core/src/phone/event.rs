@@ -90,6 +90,16 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A friend's presence changed.
+    Friend {
+        /// The friend's address.
+        uri: String,
+        /// `open`, `closed`, `pending` (not allowed yet), `terminated`, or
+        /// `unknown` (nothing published).
+        status: String,
+        /// Where the friend is, when they share it.
+        location: Option<Location>,
+    },
     /// Something went wrong that is not a registration failure.
     Error {
         /// What happened.
@@ -146,6 +156,7 @@ impl Event {
             Event::Unregistered => Some(RegistrationState::Unregistered),
             Event::Error { .. }
             | Event::ServerChanged { .. }
+            | Event::Friend { .. }
             | Event::IncomingCall { .. }
             | Event::CallState { .. }
             | Event::CallStats { .. }

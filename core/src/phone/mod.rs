@@ -273,13 +273,7 @@ impl Phone {
     /// domain); await [`PendingCall::id`] for the call's id. Progress
     /// arrives as [`Event::CallState`].
     pub fn call(&self, target: &str, audio: CallAudio) -> Result<PendingCall, PhoneError> {
-        let uri = if target.contains(':') {
-            Uri::parse(target).map_err(|e| PhoneError::InvalidTarget(format!("{target}: {e}")))?
-        } else if !target.is_empty() && !target.contains(['@', ' ', '<', '>']) {
-            Uri::new(Some(target), self.domain.clone(), None)
-        } else {
-            return Err(PhoneError::InvalidTarget(target.to_owned()));
-        };
+        let uri = self.target_uri(target)?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Call {
@@ -289,6 +283,17 @@ impl Phone {
             })
             .map_err(|_| PhoneError::Stopped)?;
         Ok(PendingCall(answer))
+    }
+
+    /// `sip:bob@example.test` as it is, `bob` in our domain.
+    fn target_uri(&self, target: &str) -> Result<Uri, PhoneError> {
+        if target.contains(':') {
+            Uri::parse(target).map_err(|e| PhoneError::InvalidTarget(format!("{target}: {e}")))
+        } else if !target.is_empty() && !target.contains(['@', ' ', '<', '>']) {
+            Ok(Uri::new(Some(target), self.domain.clone(), None))
+        } else {
+            Err(PhoneError::InvalidTarget(target.to_owned()))
+        }
     }
 
     /// Answers an incoming call.
@@ -367,6 +372,16 @@ impl Phone {
     pub fn publish_presence(&self, open: bool) -> Result<(), PhoneError> {
         self.commands
             .send(Command::Publish { open })
+            .map_err(|_| PhoneError::Stopped)
+    }
+
+    /// Watches a friend's presence (`sip:bob@example.test` or `bob`):
+    /// [`Event::Friend`] follows each change; the subscription is renewed,
+    /// and made again at a new server after a move.
+    pub fn watch(&self, friend: &str) -> Result<(), PhoneError> {
+        let friend = self.target_uri(friend)?;
+        self.commands
+            .send(Command::Watch { friend })
             .map_err(|_| PhoneError::Stopped)
     }
 

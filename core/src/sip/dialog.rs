@@ -125,6 +125,12 @@ impl Dialog {
         self.local_seq
     }
 
+    /// Moves our CSeq on to `seq` (a request of ours was re-sent outside
+    /// [`Dialog::request`], e.g. with credentials).
+    pub fn set_local_seq(&mut self, seq: u32) {
+        self.local_seq = self.local_seq.max(seq);
+    }
+
     /// Whether `request` belongs to this dialog (Call-ID, and the tags seen
     /// from the other side).
     pub fn matches(&self, request: &Request) -> bool {

@@ -24,6 +24,7 @@ use super::message::{self, Message, Method, Request, Response};
 use super::multipart::{self, MultipartError, Part};
 use super::publication::{Publication, PublicationConfig, PublicationEvent};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
+use super::subscription::{Subscription, SubscriptionConfig, SubscriptionEvent};
 use super::transaction::{
     ClientOutcome, ClientTransaction, InviteClientTransaction, InviteServerTransaction,
     ServerTransaction, Timers, TransactionKey,
@@ -62,6 +63,13 @@ pub enum EndpointEvent {
     Registration(RegistrationEvent),
     /// Our presence publication changed state.
     Publication(PublicationEvent),
+    /// A subscription of ours heard something.
+    Subscription {
+        /// Which ([`Endpoint::subscribe`]'s id).
+        id: u64,
+        /// What.
+        event: SubscriptionEvent,
+    },
     /// The flow to the registrar was lost.
     FlowLost {
         /// What happened.
@@ -106,6 +114,7 @@ enum Owner {
     Registration(u64),
     Keepalive,
     Publication,
+    Subscription(u64),
     Call(CallId, Method),
 }
 
@@ -149,6 +158,8 @@ pub struct Endpoint {
     leaving: Vec<Leaving>,
     keepalive: Keepalive,
     publication: Publication,
+    subscriptions: HashMap<u64, Subscription>,
+    next_subscription: u64,
     clients: HashMap<TransactionKey, (ClientTransaction, Owner)>,
     servers: HashMap<TransactionKey, ServerTransaction>,
     invite_clients: HashMap<TransactionKey, (InviteClientTransaction, CallId)>,
@@ -192,6 +203,8 @@ impl Endpoint {
             leaving: Vec::new(),
             keepalive,
             publication,
+            subscriptions: HashMap::new(),
+            next_subscription: 0,
             clients: HashMap::new(),
             servers: HashMap::new(),
             invite_clients: HashMap::new(),
@@ -258,9 +271,43 @@ impl Endpoint {
         self.pump(now);
     }
 
-    /// Whether a PUBLISH is in flight.
+    /// Whether a PUBLISH, or a SUBSCRIBE ending a subscription, is in flight.
     pub fn is_publishing(&self) -> bool {
-        self.publication.is_busy()
+        self.publication.is_busy() || self.subscriptions.values().any(Subscription::is_ending)
+    }
+
+    /// Watches `target`'s presence; NOTIFYs arrive as
+    /// [`EndpointEvent::Subscription`] with the returned id.
+    pub fn subscribe(&mut self, now: Instant, target: Uri) -> u64 {
+        self.next_subscription += 1;
+        let id = self.next_subscription;
+        let r = &self.config.registration;
+        let mut subscription = Subscription::new(
+            SubscriptionConfig {
+                local: r.aor.clone(),
+                contact: r.contact.clone(),
+                target,
+                event: "presence".into(),
+                accept: "application/pidf+xml".into(),
+                expires: r.expires,
+                username: r.username.clone(),
+                password: r.password.clone(),
+                user_agent: r.user_agent.clone(),
+            },
+            self.rng.random(),
+        );
+        subscription.start();
+        self.subscriptions.insert(id, subscription);
+        self.pump(now);
+        id
+    }
+
+    /// Ends every subscription.
+    pub fn unsubscribe_all(&mut self, now: Instant) {
+        for s in self.subscriptions.values_mut() {
+            s.stop();
+        }
+        self.pump(now);
     }
 
     /// Registers again at once with the current server (it may have lost
@@ -309,8 +356,12 @@ impl Endpoint {
             binding: old,
             until_registered,
         });
-        // Our entity tag means nothing at the new server.
+        // Our entity tag and our subscriptions mean nothing at the new server.
         self.publication.restart();
+        let contact = self.config.registration.contact.clone();
+        for s in self.subscriptions.values_mut() {
+            s.restart(contact.clone());
+        }
         self.pump(now);
     }
 
@@ -535,6 +586,9 @@ impl Endpoint {
         }
         self.binding.registration.handle_timeout(now);
         self.publication.handle_timeout(now);
+        for s in self.subscriptions.values_mut() {
+            s.handle_timeout(now);
+        }
         for l in &mut self.leaving {
             l.binding.registration.handle_timeout(now);
         }
@@ -600,6 +654,11 @@ impl Endpoint {
             )
             .chain(self.keepalive.poll_timeout())
             .chain(self.publication.poll_timeout())
+            .chain(
+                self.subscriptions
+                    .values()
+                    .filter_map(Subscription::poll_timeout),
+            )
             .min()
     }
 
@@ -667,6 +726,14 @@ impl Endpoint {
             }
             (Owner::Publication, ClientOutcome::Failed(f)) => {
                 self.publication.handle_failure(now, &f)
+            }
+            (Owner::Subscription(id), outcome) => {
+                if let Some(s) = self.subscriptions.get_mut(&id) {
+                    match outcome {
+                        ClientOutcome::Response(r) => s.handle_response(now, &r),
+                        ClientOutcome::Failed(f) => s.handle_failure(now, &f),
+                    }
+                }
             }
             (Owner::Keepalive, ClientOutcome::Response(r)) => {
                 self.keepalive.handle_pong();
@@ -750,6 +817,15 @@ impl Endpoint {
             && request.headers.call_id().is_ok();
         if !valid || cseq.method != request.method {
             return self.respond(now, request.response(400, "Bad Request"));
+        }
+        if request.method == Method::Notify {
+            if let Some(s) = self
+                .subscriptions
+                .values_mut()
+                .find(|s| s.matches(&request))
+            {
+                return s.handle_notify(now, &request);
+            }
         }
         if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
             call.handle_request(&request);
@@ -864,8 +940,23 @@ impl Endpoint {
         while let Some(ev) = self.publication.poll_event() {
             self.events.push_back(EndpointEvent::Publication(ev));
         }
+        let mut answers = Vec::new();
+        for (id, s) in &mut self.subscriptions {
+            requests.extend(
+                std::iter::from_fn(|| s.poll_request())
+                    .map(|r| (r, Owner::Subscription(*id), transport, server)),
+            );
+            answers.extend(std::iter::from_fn(|| s.poll_response()));
+            self.events.extend(
+                std::iter::from_fn(|| s.poll_event())
+                    .map(|event| EndpointEvent::Subscription { id: *id, event }),
+            );
+        }
         for (request, owner, transport, server) in requests {
             self.start_client_to(now, request, owner, transport, server);
+        }
+        for answer in answers {
+            self.respond(now, answer);
         }
         let mut actions = Vec::new();
         let mut call_events = Vec::new();

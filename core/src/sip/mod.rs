@@ -26,6 +26,7 @@ pub mod publication;
 pub mod registration;
 pub mod reliable_provisional;
 pub mod session_timer;
+pub mod subscription;
 pub mod transaction;
 pub mod transport;
 pub mod uri;

@@ -1,0 +1,51 @@
+//! `locus friends`: publishes our presence and watches our friends'.
+
+use locus_core::location::sharing::Sharing;
+use locus_core::location::Location;
+use locus_core::AccountConfig;
+
+use crate::output::Output;
+use crate::register::{deadline, shutdown, start_registered, until};
+use crate::CliError;
+
+/// Registers, publishes our presence (our position too when given, shared
+/// with `friends`), watches each friend, and prints what happens until
+/// `duration` passes or Ctrl-C.
+pub async fn run(
+    config: AccountConfig,
+    friends: &[String],
+    location: Option<Location>,
+    duration: Option<f64>,
+    out: &Output,
+) -> Result<(), CliError> {
+    let domain = config.domain.clone();
+    let (phone, mut events) = start_registered(config, out).await?;
+    if let Some(location) = location {
+        let allowed = friends.iter().map(|f| {
+            if f.contains(['@', ':']) {
+                f.clone()
+            } else {
+                format!("{f}@{domain}")
+            }
+        });
+        phone.set_location(Some(location))?;
+        phone.set_sharing(Sharing::with(allowed, None))?;
+    }
+    phone.publish_presence(true)?;
+    for friend in friends {
+        phone.watch(friend)?;
+    }
+    let end = deadline(duration);
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                out.event(None, &ev);
+            }
+            () = until(end) => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    shutdown(phone, &mut events, None, out).await;
+    Ok(())
+}
