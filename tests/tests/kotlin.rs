@@ -67,7 +67,11 @@ fn kotlin_phone_registers_through_rust_with_kamailio() {
         .arg("--out-dir")
         .arg(&sources));
 
-    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let k = Kamailio::start(KamailioConfig {
+        presence: true,
+        ..KamailioConfig::default()
+    })
+    .unwrap();
     // For the migration test: a discovery service whose primary is `k`.
     let secondary = Kamailio::start(KamailioConfig::default()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();

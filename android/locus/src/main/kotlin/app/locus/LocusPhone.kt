@@ -40,6 +40,9 @@ class LocusPhone private constructor(
      */
     val server: StateFlow<String?> = listener.server.asStateFlow()
 
+    /** The friends we watch, by address: their last status and position. */
+    val friends: StateFlow<Map<String, PhoneEvent.Friend>> = listener.friends.asStateFlow()
+
     /** The local SIP address, `ip:port`. */
     val localAddress: String get() = phone.localAddress()
 
@@ -92,6 +95,12 @@ class LocusPhone private constructor(
     /** Stops sharing our position with anyone. */
     fun stopSharingLocation() = phone.stopSharingLocation()
 
+    /** Publishes our presence, with our position when sharing is on. */
+    fun publishPresence(available: Boolean = true) = phone.publishPresence(available)
+
+    /** Watches [friend]'s presence (a SIP URI or a user name); see [friends]. */
+    fun watch(friend: String) = phone.watch(friend)
+
     /**
      * Tells the phone the network changed (wire it to Android's
      * `ConnectivityManager.NetworkCallback`): it registers again at once.
@@ -118,6 +127,7 @@ class LocusPhone private constructor(
 
         val calls = MutableStateFlow<Map<ULong, String>>(emptyMap())
         val server = MutableStateFlow<String?>(null)
+        val friends = MutableStateFlow<Map<String, PhoneEvent.Friend>>(emptyMap())
 
         override fun onEvent(event: PhoneEvent) {
             when (event) {
@@ -125,6 +135,7 @@ class LocusPhone private constructor(
                 is PhoneEvent.CallState -> calls.update { it + (event.call to event.state) }
                 is PhoneEvent.Registered -> server.value = event.server
                 is PhoneEvent.ServerChanged -> server.value = event.to
+                is PhoneEvent.Friend -> friends.update { it + (event.uri to event) }
                 else -> {}
             }
             events.tryEmit(event)

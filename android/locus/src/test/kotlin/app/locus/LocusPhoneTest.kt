@@ -131,6 +131,14 @@ class LocusPhoneTest {
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
                 alice.hangUp(call)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "ended" } }
+                // Presence: bob watches alice, who publishes with her position.
+                bob.watch(env("LOCUS_TEST_USER"))
+                alice.publishPresence(available = true)
+                val friend = "sip:${env("LOCUS_TEST_USER")}@${env("LOCUS_TEST_DOMAIN")}"
+                val seen = withTimeout(10.seconds) {
+                    bob.friends.first { it[friend]?.status == "open" }
+                }
+                assertEquals(48.2085, requireNotNull(seen[friend]?.location).lat, 0.01)
                 withTimeout(10.seconds) { bob.calls.first { states -> states.values.any { it == "ended" } } }
                 alice.shutdown()
                 bob.shutdown()
