@@ -117,6 +117,9 @@ impl Kamailio {
             None
         };
         create_database(&dir.path().join("kamailio.db"), &config)?;
+        if config.presence {
+            create_presence_database(&dir.path().join("presence.db"))?;
+        }
         fs::write(
             dir.path().join("kamailio.cfg"),
             render_config(&config, dir.path(), &modules, ip, port, tls_port),
@@ -282,7 +285,7 @@ impl Kamailio {
     /// The presence documents Kamailio's presence server holds for `user`
     /// (its presentity table).
     pub fn presentity(&self, user: &str) -> Result<Vec<String>, HarnessError> {
-        let db = rusqlite::Connection::open(self.dir.path().join("kamailio.db"))?;
+        let db = rusqlite::Connection::open(self.dir.path().join("presence.db"))?;
         let mut query =
             db.prepare("SELECT body FROM presentity WHERE username = ?1 AND event = 'presence'")?;
         let rows = query.query_map([user], |row| row.get::<_, Vec<u8>>(0))?;
@@ -368,12 +371,25 @@ fn create_database(path: &Path, config: &KamailioConfig) -> Result<(), HarnessEr
             (user, &config.domain, password),
         )?;
     }
-    if config.presence {
-        let schema = fs::read_to_string(PRESENCE_SCHEMA).map_err(|e| {
-            HarnessError::NotInstalled(format!("{PRESENCE_SCHEMA}: {e}; {INSTALL_HINT}"))
-        })?;
-        db.execute_batch(&schema)?;
-    }
+    Ok(())
+}
+
+/// The presence server's own database, apart from the subscribers: sqlite
+/// locks a whole file while one worker writes, and digest checks reading
+/// the subscriber table then fail with "database is locked". WAL (kept in
+/// the file) lets readers through a writer.
+fn create_presence_database(path: &Path) -> Result<(), HarnessError> {
+    let schema = fs::read_to_string(PRESENCE_SCHEMA).map_err(|e| {
+        HarnessError::NotInstalled(format!("{PRESENCE_SCHEMA}: {e}; {INSTALL_HINT}"))
+    })?;
+    let db = rusqlite::Connection::open(path)?;
+    db.pragma_update(None, "journal_mode", "WAL")?;
+    db.execute_batch(
+        "CREATE TABLE version (id INTEGER PRIMARY KEY NOT NULL, table_name VARCHAR(32) NOT NULL,
+             table_version INTEGER DEFAULT 0 NOT NULL, CONSTRAINT version_table_name_idx UNIQUE (table_name));
+         INSERT INTO version (table_name, table_version) VALUES ('version', 1);",
+    )?;
+    db.execute_batch(&schema)?;
     Ok(())
 }
 
@@ -449,11 +465,13 @@ loadmodule "nathelper.so"
 loadmodule "presence_xml.so"
 modparam("presence", "db_url", "sqlite:///{db}")
 modparam("presence", "server_address", "sip:{ip}:{port}")
+# Watchers in memory: only PUBLISH writes to the database.
+modparam("presence", "subs_db_mode", 0)
 modparam("presence_xml", "db_url", "sqlite:///{db}")
 # No XCAP server: every watcher is allowed (the phones decide what to share).
 modparam("presence_xml", "force_active", 1)
 "#,
-            db = dir.join("kamailio.db").display(),
+            db = dir.join("presence.db").display(),
         );
     }
     let _ = write!(

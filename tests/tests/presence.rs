@@ -124,3 +124,93 @@ async fn a_friends_publish_reaches_the_watcher_within_a_second() {
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+#[tokio::test]
+async fn presence_follows_the_phones_to_another_server() {
+    use locus_core::discovery::{Health, ServerState};
+    use locus_tests::discovery::{DiscoveryService, Listed};
+
+    init_logging();
+    let config = || KamailioConfig {
+        presence: true,
+        ..KamailioConfig::default()
+    };
+    let (mut primary, mut secondary) = (
+        Kamailio::start(config()).unwrap(),
+        Kamailio::start(config()).unwrap(),
+    );
+    primary.set_sibling(&secondary).unwrap();
+    secondary.set_sibling(&primary).unwrap();
+    let service = DiscoveryService::start(
+        &[
+            Listed {
+                id: "primary".into(),
+                uri: primary.server_uri(Transport::Udp),
+                priority: 10,
+            },
+            Listed {
+                id: "secondary".into(),
+                uri: secondary.server_uri(Transport::Udp),
+                priority: 20,
+            },
+        ],
+        Duration::from_millis(250),
+    )
+    .await
+    .unwrap();
+    service
+        .wait_until(Duration::from_secs(5), |l| {
+            l.servers.iter().all(|s| s.health == Health::Up)
+        })
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let phone = |user: &str| {
+        let mut c = locus_core::AccountConfig::new(user, "example.test", format!("{user}-secret"));
+        c.discovery = Some(service.url.clone());
+        c.listen = "127.0.0.1:0".parse().ok();
+        c.state_dir = Some(state.path().join(user));
+        c
+    };
+    let (alice, mut alice_events) = registered_as(phone("alice")).await;
+    let (bob, mut bob_events) = registered_as(phone("bob")).await;
+    alice.watch("bob").unwrap();
+    let status = |wanted: &'static str| move |e: &Event| matches!(e, Event::Friend { status, .. } if status == wanted);
+    // Kamailio handles a SUBSCRIBE and a PUBLISH racing it in different
+    // worker processes: the first NOTIFY may miss the document, and the
+    // watcher is not yet there to hear of it. Real friends publish long
+    // before they are watched; here, one after the other.
+    wait_for(&mut alice_events, Duration::from_secs(5), status("unknown"))
+        .await
+        .expect("the first NOTIFY");
+    bob.publish_presence(true).unwrap();
+    wait_for(&mut alice_events, Duration::from_secs(5), status("open"))
+        .await
+        .expect("bob open, through the primary");
+
+    service
+        .set_state("primary", ServerState::Draining)
+        .await
+        .unwrap();
+    for events in [&mut alice_events, &mut bob_events] {
+        wait_for(events, Duration::from_secs(5), |e| matches!(e, Event::Registered { server, .. } if server.contains(&secondary.ip.to_string())))
+            .await
+            .unwrap_or_else(|seen| {
+                panic!("not moved to the secondary: {seen:?}\n{}", secondary.log_tail())
+            });
+    }
+    // Re-published there, and alice's subscription made again there.
+    assert!(
+        until(Duration::from_secs(5), || secondary
+            .presentity("bob")
+            .is_ok_and(|d| !d.is_empty()))
+        .await,
+        "bob's presence was not re-published at the secondary"
+    );
+    bob.publish_presence(false).unwrap();
+    wait_for(&mut alice_events, Duration::from_secs(5), status("closed"))
+        .await
+        .expect("bob closed, through the secondary");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
