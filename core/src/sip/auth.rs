@@ -2,8 +2,49 @@
 //! request again with credentials and the next CSeq, ready for a new
 //! transaction.
 
+use rand::Rng;
+
 use super::digest::{Challenge, DigestClient, Password};
 use super::message::{Request, Response};
+
+/// An agent's credentials and digest state (nonce counts), for answering
+/// the challenges its requests meet.
+#[derive(Debug)]
+pub struct Authenticator {
+    username: String,
+    password: Password,
+    digest: DigestClient,
+}
+
+impl Authenticator {
+    /// Credentials for `username`.
+    pub fn new(username: String, password: Password) -> Authenticator {
+        Authenticator {
+            username,
+            password,
+            digest: DigestClient::default(),
+        }
+    }
+
+    /// `request` again, answering the challenge in `response` (see
+    /// [`answer_challenge`]).
+    pub fn answer(
+        &mut self,
+        request: &Request,
+        response: &Response,
+        rng: &mut impl Rng,
+    ) -> Result<Request, String> {
+        let cnonce = format!("{:016x}", rng.random::<u64>());
+        answer_challenge(
+            request,
+            response,
+            &mut self.digest,
+            &self.username,
+            &self.password,
+            &cnonce,
+        )
+    }
+}
 
 /// `request` again with credentials for the challenge in `response`, its
 /// CSeq one higher and its Via gone (the new transaction adds one).

@@ -346,6 +346,17 @@ impl Request {
 }
 
 impl Response {
+    /// Whether this failure may pass if the request is tried again later:
+    /// a timeout, a temporarily unavailable user, a server error.
+    pub fn is_transient_failure(&self) -> bool {
+        matches!(self.status, 408 | 480 | 500..=599)
+    }
+
+    /// `486 Busy Here`: the status and its reason, for messages.
+    pub fn summary(&self) -> String {
+        format!("{} {}", self.status, self.reason)
+    }
+
     /// The bytes to put on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         write_message(

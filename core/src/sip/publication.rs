@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::auth;
+use super::auth::Authenticator;
 use super::call::Body;
-use super::digest::{DigestClient, Password};
+use super::digest::Password;
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
 use super::transaction::ClientFailure;
@@ -76,7 +76,7 @@ pub struct Publication {
     call_id: String,
     from_tag: String,
     cseq: u32,
-    digest: DigestClient,
+    auth: Authenticator,
     answered_challenge: bool,
     expires: u32,
     etag: Option<String>,
@@ -98,10 +98,10 @@ impl Publication {
             call_id: format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>()),
             from_tag: format!("{:08x}", rng.random::<u32>()),
             expires: config.expires,
+            auth: Authenticator::new(config.username.clone(), config.password.clone()),
             config,
             rng,
             cseq: 0,
-            digest: DigestClient::default(),
             answered_challenge: false,
             etag: None,
             document: None,
@@ -186,13 +186,9 @@ impl Publication {
                     false,
                 ),
             },
-            408 | 480 | 500..=599 => {
-                let message = format!("{} {}", response.status, response.reason);
-                self.fail(now, Some(response.status), &message, true);
-            }
             status => {
-                let message = format!("{status} {}", response.reason);
-                self.fail(now, Some(status), &message, false);
+                let transient = response.is_transient_failure();
+                self.fail(now, Some(status), &response.summary(), transient);
             }
         }
     }
@@ -256,15 +252,7 @@ impl Publication {
         let Some(request) = self.in_flight.clone() else {
             return;
         };
-        let cnonce = format!("{:016x}", self.rng.random::<u64>());
-        match auth::answer_challenge(
-            &request,
-            response,
-            &mut self.digest,
-            &self.config.username,
-            &self.config.password,
-            &cnonce,
-        ) {
+        match self.auth.answer(&request, response, &mut self.rng) {
             Ok(again) => {
                 self.cseq += 1;
                 self.answered_challenge = true;

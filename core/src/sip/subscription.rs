@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::auth;
+use super::auth::Authenticator;
 use super::call::Body;
 use super::dialog::Dialog;
-use super::digest::{DigestClient, Password};
+use super::digest::Password;
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
 use super::transaction::ClientFailure;
@@ -96,7 +96,7 @@ pub struct Subscription {
     call_id: String,
     from_tag: String,
     cseq: u32,
-    digest: DigestClient,
+    auth: Authenticator,
     answered_challenge: bool,
     expires: u32,
     dialog: Option<Dialog>,
@@ -114,12 +114,12 @@ impl Subscription {
         let rng = StdRng::seed_from_u64(seed);
         let mut s = Subscription {
             expires: config.expires,
+            auth: Authenticator::new(config.username.clone(), config.password.clone()),
             config,
             rng,
             call_id: String::new(),
             from_tag: String::new(),
             cseq: 0,
-            digest: DigestClient::default(),
             answered_challenge: false,
             dialog: None,
             state: State::Idle,
@@ -295,13 +295,9 @@ impl Subscription {
                 "the server does not know this event package",
                 false,
             ),
-            408 | 480 | 500..=599 => {
-                let message = format!("{} {}", response.status, response.reason);
-                self.fail(now, Some(response.status), &message, true);
-            }
             status => {
-                let message = format!("{status} {}", response.reason);
-                self.fail(now, Some(status), &message, false);
+                let transient = response.is_transient_failure();
+                self.fail(now, Some(status), &response.summary(), transient);
             }
         }
     }
@@ -403,15 +399,7 @@ impl Subscription {
         let Some(request) = self.in_flight.clone() else {
             return;
         };
-        let cnonce = format!("{:016x}", self.rng.random::<u64>());
-        match auth::answer_challenge(
-            &request,
-            response,
-            &mut self.digest,
-            &self.config.username,
-            &self.config.password,
-            &cnonce,
-        ) {
+        match self.auth.answer(&request, response, &mut self.rng) {
             Ok(again) => {
                 self.cseq = again.headers.cseq().map_or(self.cseq + 1, |c| c.seq);
                 if let Some(dialog) = &mut self.dialog {
