@@ -209,3 +209,83 @@ async fn a_remembered_list_carries_the_phone_past_a_garbage_answer() {
     assert!(said, "{seen:?}");
     phone.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_503_with_retry_after_sends_the_phone_to_the_next_server() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    // The preferred server answers every request 503 Retry-After: 120.
+    let busy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while let Ok((n, from)) = busy.recv_from(&mut buf).await {
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let headers: String = text
+                .lines()
+                .filter(|l| {
+                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            let reply = format!(
+                "SIP/2.0 503 Service Unavailable\r\n{headers}Retry-After: 120\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = busy.send_to(reply.as_bytes(), from).await;
+        }
+    });
+    let service = DiscoveryService::start(
+        &[
+            Listed {
+                id: "busy".into(),
+                uri: format!("sip:{busy_addr}"),
+                priority: 10,
+            },
+            Listed {
+                id: "kamailio".into(),
+                uri: k.server_uri(Transport::Udp),
+                priority: 20,
+            },
+        ],
+        Duration::from_millis(250),
+    )
+    .await
+    .unwrap();
+    // Both answer OPTIONS (the busy one with 503): both count as up.
+    service
+        .wait_until(Duration::from_secs(5), |l| {
+            l.servers.iter().all(|s| s.health == Health::Up)
+        })
+        .await
+        .unwrap();
+    let mut config = AccountConfig::new("alice", k.domain(), "alice-secret");
+    config.discovery = Some(service.url.clone());
+    config.listen = "127.0.0.1:0".parse().ok();
+    let started = std::time::Instant::now();
+    let (phone, mut events) = Phone::start(config).await.unwrap();
+    assert_eq!(phone.server().addr, busy_addr);
+    phone.register().unwrap();
+    let (registered, seen) = wait_for(&mut events, Duration::from_secs(5), |e| {
+        matches!(e, Event::Registered { .. })
+    })
+    .await
+    .expect("registered at the next server");
+    assert!(
+        matches!(&registered, Event::Registered { server, .. } if *server == k.server_uri(Transport::Udp)),
+        "{registered:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, Event::ServerChanged { .. })),
+        "{seen:?}"
+    );
+    // Not after the 120 s the busy server asked for, nor a backoff.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    phone.shutdown().await;
+}
