@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::discovery::ServerList;
 use crate::location::sharing::Sharing;
-use crate::location::{pidf, Location};
+use crate::location::Location;
 use crate::media::sdp::{self, Codec, Direction, LocalMedia};
 use crate::sip::call::{Body, CallEvent};
 use crate::sip::endpoint::{Endpoint, EndpointEvent};
@@ -23,7 +23,6 @@ use crate::sip::framing::Frame;
 use crate::sip::message;
 use crate::sip::publication::PublicationEvent;
 use crate::sip::registration::{FailureReason, RegistrationEvent};
-use crate::sip::subscription::{SubscriptionEvent, SubscriptionState};
 use crate::sip::uri::Uri;
 use crate::sip::{Transmit, Transport};
 
@@ -32,6 +31,7 @@ use super::connection::{spawn_accepted, spawn_outgoing, ConnectionHandle, Inboun
 use super::datagram::DatagramSocket;
 use super::event::{CallId, CallState, Event};
 use super::migration::{Decision, Known, Migration};
+use super::presence::{self, Whereabouts};
 use super::server::ServerTarget;
 use super::server_source::{SourceUpdate, Sources};
 use super::{contact_ip, contact_uri, tls, PhoneError};
@@ -159,9 +159,8 @@ pub(crate) struct Driver {
     updates_rx: mpsc::UnboundedReceiver<SourceUpdate>,
     restart_watch: Arc<Notify>,
     watcher: Option<JoinHandle<()>>,
-    /// Our position, as the user last set it.
-    location: Option<Location>,
-    sharing: Sharing,
+    /// Our position and the user's sharing rules.
+    whereabouts: Whereabouts,
     /// Watched friends by subscription id.
     friends: HashMap<u64, String>,
 }
@@ -186,6 +185,11 @@ impl Driver {
     ) -> Driver {
         let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
         let (updates_tx, updates_rx) = mpsc::unbounded_channel();
+        let whereabouts = Whereabouts {
+            aor: servers.aor.clone(),
+            location: None,
+            sharing: Sharing::default(),
+        };
         Driver {
             endpoint,
             sockets,
@@ -204,8 +208,7 @@ impl Driver {
             updates_rx,
             restart_watch: Arc::new(Notify::new()),
             watcher: None,
-            location: None,
-            sharing: Sharing::default(),
+            whereabouts,
             friends: HashMap::new(),
         }
     }
@@ -298,9 +301,12 @@ impl Driver {
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
             Some(Command::Hold { call, hold }) => self.hold(call, hold),
             Some(Command::NetworkChanged) => self.network_changed(),
-            Some(Command::SetLocation(location)) => self.location = location,
-            Some(Command::SetSharing(sharing)) => self.sharing = sharing,
-            Some(Command::Publish { open }) => self.publish(open),
+            Some(Command::SetLocation(location)) => self.whereabouts.location = location,
+            Some(Command::SetSharing(sharing)) => self.whereabouts.sharing = sharing,
+            Some(Command::Publish { open }) => {
+                let document = self.whereabouts.presence(open);
+                self.endpoint.publish(now(), document);
+            }
             Some(Command::Watch { friend }) => {
                 let uri = friend.to_string();
                 let id = self.endpoint.subscribe(now(), friend);
@@ -345,7 +351,7 @@ impl Driver {
     fn place_call(&mut self, target: Uri, audio: CallAudio) -> Result<CallId, PhoneError> {
         let (sockets, local) = self.prepare_media()?;
         let offer = sdp::offer(&local);
-        let location = self.location_for(&target);
+        let location = self.whereabouts.for_call(&target);
         let call = self
             .endpoint
             .place_call(now(), target, Some(Body::sdp(offer)), location);
@@ -362,123 +368,6 @@ impl Driver {
             reason: None,
         });
         Ok(call)
-    }
-
-    /// Our position as PIDF-LO for `peer`, if the user shares it with them
-    /// (coarsened as the user asked).
-    fn location_for(&self, peer: &Uri) -> Option<Body> {
-        let location = self.location.as_ref()?;
-        let peer = peer.to_string();
-        if !self.sharing.allows(&peer) {
-            return None;
-        }
-        tracing::debug!(%peer, "sharing our location with the callee");
-        let document = pidf::encode(&pidf::Presence {
-            entity: self.servers.aor.clone(),
-            open: None,
-            location: Some(self.sharing.reduce(location)),
-            method: None,
-            retransmission_allowed: false,
-            retention_expiry: None,
-        });
-        Some(Body {
-            content_type: pidf::CONTENT_TYPE.into(),
-            bytes: document.into(),
-        })
-    }
-
-    /// Publishes our presence: the basic status, and our position when the
-    /// user shares it. The presence server hands it to every watcher it
-    /// authorises; which ones is the server's rule (XCAP), not ours.
-    fn publish(&mut self, open: bool) {
-        let location = self
-            .location
-            .as_ref()
-            .filter(|_| self.sharing.is_on())
-            .map(|l| self.sharing.reduce(l));
-        let document = pidf::encode(&pidf::Presence {
-            entity: self.servers.aor.clone(),
-            open: Some(open),
-            location,
-            method: None,
-            retransmission_allowed: false,
-            retention_expiry: None,
-        });
-        self.endpoint.publish(
-            now(),
-            Body {
-                content_type: pidf::CONTENT_TYPE.into(),
-                bytes: document.into(),
-            },
-        );
-    }
-
-    /// A friend's NOTIFY as the `friend` event: the status (`open`,
-    /// `closed`, `pending`, `terminated`, `unknown`) and the position.
-    fn friend_event(&self, uri: String, event: SubscriptionEvent) -> Option<Event> {
-        let (status, location) = match event {
-            SubscriptionEvent::Notified {
-                state: SubscriptionState::Active,
-                body: Some(body),
-            } => match pidf::decode(&body.bytes) {
-                Ok(presence) => {
-                    let status = match presence.open {
-                        Some(true) => "open",
-                        Some(false) => "closed",
-                        None => "unknown",
-                    };
-                    (status, presence.location)
-                }
-                Err(e) => {
-                    self.emit(Event::Error {
-                        message: format!("{uri}: unreadable presence ignored: {e}"),
-                    });
-                    ("unknown", None)
-                }
-            },
-            SubscriptionEvent::Notified {
-                state: SubscriptionState::Active,
-                body: None,
-            } => ("unknown", None),
-            SubscriptionEvent::Notified {
-                state: SubscriptionState::Pending,
-                ..
-            } => ("pending", None),
-            SubscriptionEvent::Notified {
-                state: SubscriptionState::Terminated(_),
-                ..
-            } => ("terminated", None),
-            SubscriptionEvent::Failed {
-                status, message, ..
-            } => {
-                return Some(Event::Error {
-                    message: match status {
-                        Some(s) => format!("watching {uri} failed ({s}): {message}"),
-                        None => format!("watching {uri} failed: {message}"),
-                    },
-                })
-            }
-        };
-        Some(Event::Friend {
-            uri,
-            status: status.to_owned(),
-            location,
-        })
-    }
-
-    /// The caller's location, if it sent one we can read; an unreadable one
-    /// is reported and the call goes on without it.
-    fn caller_location(&self, call: CallId, body: Option<Body>) -> Option<Location> {
-        let body = body?;
-        match pidf::decode(&body.bytes) {
-            Ok(presence) => presence.location,
-            Err(e) => {
-                self.emit(Event::Error {
-                    message: format!("call {call}: the caller's location is ignored: {e}"),
-                });
-                None
-            }
-        }
     }
 
     fn incoming_call(
@@ -507,7 +396,10 @@ impl Driver {
                 ..Default::default()
             },
         );
-        let location = self.caller_location(call, location);
+        let (location, warning) = presence::caller_location(call, location);
+        if let Some(warning) = warning {
+            self.emit(warning);
+        }
         self.emit(Event::IncomingCall {
             call,
             from: from.to_owned(),
@@ -1034,7 +926,12 @@ impl Driver {
             },
             EndpointEvent::Subscription { id, event } => {
                 let uri = self.friends.get(&id).cloned().unwrap_or_default();
-                return self.friend_event(uri, event);
+                let mut events = presence::friend_events(uri, event);
+                let last = events.pop();
+                for e in events {
+                    self.emit(e);
+                }
+                return last;
             }
             EndpointEvent::Publication(
                 PublicationEvent::Published { .. } | PublicationEvent::Unpublished,

@@ -10,6 +10,7 @@ mod driver;
 mod event;
 pub mod instance_id;
 mod migration;
+mod presence;
 mod server;
 mod server_source;
 mod tls;
