@@ -28,6 +28,17 @@ pub const DEFAULT_DATAGRAM_KEEPALIVE: Duration = Duration::from_secs(25);
 /// half that notices a dead server sooner and still spans a pause).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The keepalive interval on `transport`: the user's, else the default.
+pub(crate) fn keepalive_interval(
+    configured: Option<Duration>,
+    transport: crate::sip::Transport,
+) -> Duration {
+    configured.unwrap_or(match transport {
+        crate::sip::Transport::Udp => DEFAULT_DATAGRAM_KEEPALIVE,
+        crate::sip::Transport::Tcp | crate::sip::Transport::Tls => DEFAULT_STREAM_KEEPALIVE,
+    })
+}
+
 /// An account and the local settings to run it with.
 #[derive(Debug, Clone)]
 pub struct AccountConfig {

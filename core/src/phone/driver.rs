@@ -34,7 +34,7 @@ use super::migration::{Decision, Known, Migration};
 use super::presence::{self, Whereabouts};
 use super::server::ServerTarget;
 use super::server_source::{SourceUpdate, Sources};
-use super::{contact_ip, contact_uri, tls, PhoneError};
+use super::{config, contact_ip, contact_uri, tls, PhoneError};
 
 /// How long shutting down waits for the unregistration and the calls' BYEs
 /// to be answered.
@@ -101,6 +101,8 @@ pub(crate) struct Servers {
     pub bound: SocketAddr,
     /// Our address of record, as the entity of our location documents.
     pub aor: String,
+    /// The user's keepalive interval, if they set one.
+    pub keepalive: Option<Duration>,
 }
 
 /// Where calls' media runs and what it may use.
@@ -822,6 +824,11 @@ impl Driver {
         }
         let local = self.local_towards(&target);
         let contact = contact_uri(&self.servers.user, local, target.transport);
+        self.endpoint
+            .set_keepalive_interval(config::keepalive_interval(
+                self.servers.keepalive,
+                target.transport,
+            ));
         self.endpoint.move_to(
             now(),
             target.transport,

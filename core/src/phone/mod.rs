@@ -180,10 +180,7 @@ impl Phone {
             None => instance_id::ephemeral(),
         };
         let contact = contact_uri(&config.user, local, server.transport);
-        let keepalive = config.keepalive.unwrap_or(match server.transport {
-            Transport::Udp => DEFAULT_DATAGRAM_KEEPALIVE,
-            Transport::Tcp | Transport::Tls => DEFAULT_STREAM_KEEPALIVE,
-        });
+        let keepalive = config::keepalive_interval(config.keepalive, server.transport);
         let endpoint = Endpoint::new(EndpointConfig {
             transport: server.transport,
             server: server.addr,
@@ -230,6 +227,7 @@ impl Phone {
                 ca_file: config.ca_file.clone(),
                 bound,
                 aor: format!("sip:{}@{}", config.user, config.domain),
+                keepalive: config.keepalive,
             },
         );
         let task = tokio::spawn(driver.run());

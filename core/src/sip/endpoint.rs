@@ -230,6 +230,13 @@ impl Endpoint {
                 .any(|l| l.binding.registration.is_unregistering())
     }
 
+    /// Sets the keepalive interval (another transport wants another one);
+    /// it takes effect at the next registration.
+    pub fn set_keepalive_interval(&mut self, interval: Duration) {
+        self.config.keepalive = Some(interval);
+        self.keepalive = Keepalive::new(interval, self.config.keepalive_timeout);
+    }
+
     /// The address our Contact names.
     pub fn contact_addr(&self) -> Option<SocketAddr> {
         match (
