@@ -236,7 +236,7 @@ fn call_and_answer_as_two_processes() {
 
 #[test]
 fn discovery_drain_is_a_server_changed_event() {
-    use locus_core::discovery::{Health, ServerState};
+    use locus_core::discovery::ServerState;
     use locus_tests::discovery::{DiscoveryService, Listed};
     use std::time::Duration;
 
@@ -250,26 +250,10 @@ fn discovery_drain_is_a_server_changed_event() {
         secondary.server_uri(locus_core::Transport::Tcp),
     );
     let service = runtime
-        .block_on(DiscoveryService::start(
-            &[
-                Listed {
-                    id: "primary".into(),
-                    uri: from.clone(),
-                    priority: 10,
-                },
-                Listed {
-                    id: "secondary".into(),
-                    uri: to.clone(),
-                    priority: 20,
-                },
-            ],
-            Duration::from_millis(250),
-        ))
-        .unwrap();
-    runtime
-        .block_on(service.wait_until(Duration::from_secs(5), |l| {
-            l.servers.iter().all(|s| s.health == Health::Up)
-        }))
+        .block_on(DiscoveryService::start_healthy(&[
+            Listed::new("primary", from.clone(), 10),
+            Listed::new("secondary", to.clone(), 20),
+        ]))
         .unwrap();
     let state = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_locus"))

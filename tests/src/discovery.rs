@@ -9,10 +9,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use locus_core::discovery::{DiscoveryClient, ServerList, ServerState};
+use locus_core::discovery::{DiscoveryClient, Health, ServerList, ServerState};
 
 use crate::process::Daemon;
 use crate::HarnessError;
+
+/// How often [`DiscoveryService::start_healthy`]'s service checks servers.
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// The admin token the test service accepts.
 pub const TOKEN: &str = "test-migration-hook";
@@ -26,6 +29,17 @@ pub struct Listed {
     pub uri: String,
     /// Lower is preferred.
     pub priority: u16,
+}
+
+impl Listed {
+    /// Server `id` at `uri` with `priority`.
+    pub fn new(id: &str, uri: String, priority: u16) -> Listed {
+        Listed {
+            id: id.to_owned(),
+            uri,
+            priority,
+        }
+    }
 }
 
 /// A running discovery service.
@@ -72,6 +86,18 @@ impl DiscoveryService {
             url: format!("http://{addr}"),
         };
         service.wait_ready().await?;
+        Ok(service)
+    }
+
+    /// Starts the service (checks every 250 ms) and waits until every
+    /// server has passed a health check, so phones choose as in production.
+    pub async fn start_healthy(servers: &[Listed]) -> Result<Self, HarnessError> {
+        let service = DiscoveryService::start(servers, CHECK_EVERY).await?;
+        service
+            .wait_until(Duration::from_secs(5), |l| {
+                l.servers.iter().all(|s| s.health == Health::Up)
+            })
+            .await?;
         Ok(service)
     }
 

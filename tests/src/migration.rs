@@ -29,8 +29,6 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 pub const PAUSE: Duration = Duration::from_secs(3);
 /// How long a killed server stays down before it starts again (S2).
 pub const RESTART_AFTER: Duration = Duration::from_secs(2);
-/// How often the discovery service checks the servers in these runs.
-pub const HEALTH_EVERY: Duration = Duration::from_millis(250);
 /// The longest a run waits for bob to be reachable again.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 
@@ -124,17 +122,9 @@ pub async fn run(scenario: Scenario, transport: Transport) -> Result<Outcome, Ha
     } else {
         None
     };
-    let mut listed = vec![Listed {
-        id: "primary".into(),
-        uri: primary.server_uri(transport),
-        priority: 10,
-    }];
+    let mut listed = vec![Listed::new("primary", primary.server_uri(transport), 10)];
     if let Some(s) = &secondary {
-        listed.push(Listed {
-            id: "secondary".into(),
-            uri: s.server_uri(transport),
-            priority: 20,
-        });
+        listed.push(Listed::new("secondary", s.server_uri(transport), 20));
     }
     let state_dir = tempfile::Builder::new().prefix("locus-bob-").tempdir()?;
     let mut bob_config = AccountConfig::new("bob", primary.domain(), "bob-secret");
@@ -164,13 +154,7 @@ pub async fn run(scenario: Scenario, transport: Transport) -> Result<Outcome, Ha
         bob_config.discovery = Some(format!("http://{}", free_port()?));
         _dns = Some(dns);
     } else {
-        let s = DiscoveryService::start(&listed, HEALTH_EVERY).await?;
-        s.wait_until(Duration::from_secs(5), |l| {
-            l.servers
-                .iter()
-                .all(|e| e.health == locus_core::discovery::Health::Up)
-        })
-        .await?;
+        let s = DiscoveryService::start_healthy(&listed).await?;
         bob_config.discovery = Some(s.url.clone());
         service = Some(s);
     }

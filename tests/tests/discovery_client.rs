@@ -236,30 +236,13 @@ async fn a_503_with_retry_after_sends_the_phone_to_the_next_server() {
             let _ = busy.send_to(reply.as_bytes(), from).await;
         }
     });
-    let service = DiscoveryService::start(
-        &[
-            Listed {
-                id: "busy".into(),
-                uri: format!("sip:{busy_addr}"),
-                priority: 10,
-            },
-            Listed {
-                id: "kamailio".into(),
-                uri: k.server_uri(Transport::Udp),
-                priority: 20,
-            },
-        ],
-        Duration::from_millis(250),
-    )
+    // Both answer OPTIONS (the busy one with 503): both count as up.
+    let service = DiscoveryService::start_healthy(&[
+        Listed::new("busy", format!("sip:{busy_addr}"), 10),
+        Listed::new("kamailio", k.server_uri(Transport::Udp), 20),
+    ])
     .await
     .unwrap();
-    // Both answer OPTIONS (the busy one with 503): both count as up.
-    service
-        .wait_until(Duration::from_secs(5), |l| {
-            l.servers.iter().all(|s| s.health == Health::Up)
-        })
-        .await
-        .unwrap();
     let mut config = AccountConfig::new("alice", k.domain(), "alice-secret");
     config.discovery = Some(service.url.clone());
     config.listen = "127.0.0.1:0".parse().ok();

@@ -5,9 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use locus_core::discovery::Health;
 use locus_core::Transport;
 use locus_tests::discovery::{DiscoveryService, Listed};
 use locus_tests::{Kamailio, KamailioConfig};
@@ -76,26 +74,10 @@ fn kotlin_phone_registers_through_rust_with_kamailio() {
     let secondary = Kamailio::start(KamailioConfig::default()).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let service = runtime
-        .block_on(DiscoveryService::start(
-            &[
-                Listed {
-                    id: "primary".into(),
-                    uri: k.server_uri(Transport::Tcp),
-                    priority: 10,
-                },
-                Listed {
-                    id: "secondary".into(),
-                    uri: secondary.server_uri(Transport::Tcp),
-                    priority: 20,
-                },
-            ],
-            Duration::from_millis(250),
-        ))
-        .unwrap();
-    runtime
-        .block_on(service.wait_until(Duration::from_secs(5), |l| {
-            l.servers.iter().all(|s| s.health == Health::Up)
-        }))
+        .block_on(DiscoveryService::start_healthy(&[
+            Listed::new("primary", k.server_uri(Transport::Tcp), 10),
+            Listed::new("secondary", secondary.server_uri(Transport::Tcp), 20),
+        ]))
         .unwrap();
     run(Command::new("mvn")
         .current_dir(workspace().join("android/locus"))

@@ -127,7 +127,7 @@ async fn a_friends_publish_reaches_the_watcher_within_a_second() {
 
 #[tokio::test]
 async fn presence_follows_the_phones_to_another_server() {
-    use locus_core::discovery::{Health, ServerState};
+    use locus_core::discovery::ServerState;
     use locus_tests::discovery::{DiscoveryService, Listed};
 
     init_logging();
@@ -141,29 +141,12 @@ async fn presence_follows_the_phones_to_another_server() {
     );
     primary.set_sibling(&secondary).unwrap();
     secondary.set_sibling(&primary).unwrap();
-    let service = DiscoveryService::start(
-        &[
-            Listed {
-                id: "primary".into(),
-                uri: primary.server_uri(Transport::Udp),
-                priority: 10,
-            },
-            Listed {
-                id: "secondary".into(),
-                uri: secondary.server_uri(Transport::Udp),
-                priority: 20,
-            },
-        ],
-        Duration::from_millis(250),
-    )
+    let service = DiscoveryService::start_healthy(&[
+        Listed::new("primary", primary.server_uri(Transport::Udp), 10),
+        Listed::new("secondary", secondary.server_uri(Transport::Udp), 20),
+    ])
     .await
     .unwrap();
-    service
-        .wait_until(Duration::from_secs(5), |l| {
-            l.servers.iter().all(|s| s.health == Health::Up)
-        })
-        .await
-        .unwrap();
     let state = tempfile::tempdir().unwrap();
     let phone = |user: &str| {
         let mut c = locus_core::AccountConfig::new(user, "example.test", format!("{user}-secret"));
