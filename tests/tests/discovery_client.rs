@@ -67,25 +67,7 @@ async fn rfc3263_follows_naptr_then_srv_priorities() {
 async fn the_service_lists_health_checked_servers_and_long_polls() {
     init_logging();
     // One address with a SIP responder, one where nothing listens.
-    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let sip_addr = sip.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok((n, from)) = sip.recv_from(&mut buf) {
-            let text = String::from_utf8_lossy(&buf[..n]);
-            let headers: String = text
-                .lines()
-                .filter(|l| {
-                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
-                        .iter()
-                        .any(|h| l.starts_with(h))
-                })
-                .map(|l| format!("{l}\r\n"))
-                .collect();
-            let reply = format!("SIP/2.0 200 OK\r\n{headers}Content-Length: 0\r\n\r\n");
-            let _ = sip.send_to(reply.as_bytes(), from);
-        }
-    });
+    let sip_addr = responder("200 OK\r\n");
     let dead = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -132,6 +114,31 @@ async fn the_service_lists_health_checked_servers_and_long_polls() {
     let changed = watcher.await.unwrap().unwrap();
     assert!(asked.elapsed() < Duration::from_secs(1));
     assert_eq!(changed.get("live").unwrap().state, ServerState::Draining);
+}
+
+/// A UDP SIP responder on loopback answering every request with
+/// `SIP/2.0 {status_and_headers}` (its Via, From, To, Call-ID, CSeq echoed).
+fn responder(status_and_headers: &'static str) -> std::net::SocketAddr {
+    let sip = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sip.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = sip.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let echoed: String = text
+                .lines()
+                .filter(|l| {
+                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
+                        .iter()
+                        .any(|h| l.starts_with(h))
+                })
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            let reply = format!("SIP/2.0 {status_and_headers}{echoed}Content-Length: 0\r\n\r\n");
+            let _ = sip.send_to(reply.as_bytes(), from);
+        }
+    });
+    addr
 }
 
 /// An HTTP server that answers every request with `body`.
@@ -215,27 +222,7 @@ async fn a_503_with_retry_after_sends_the_phone_to_the_next_server() {
     init_logging();
     let k = Kamailio::start(KamailioConfig::default()).unwrap();
     // The preferred server answers every request 503 Retry-After: 120.
-    let busy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let busy_addr = busy.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 4096];
-        while let Ok((n, from)) = busy.recv_from(&mut buf).await {
-            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-            let headers: String = text
-                .lines()
-                .filter(|l| {
-                    ["Via:", "From:", "To:", "Call-ID:", "CSeq:"]
-                        .iter()
-                        .any(|h| l.starts_with(h))
-                })
-                .map(|l| format!("{l}\r\n"))
-                .collect();
-            let reply = format!(
-                "SIP/2.0 503 Service Unavailable\r\n{headers}Retry-After: 120\r\nContent-Length: 0\r\n\r\n"
-            );
-            let _ = busy.send_to(reply.as_bytes(), from).await;
-        }
-    });
+    let busy_addr = responder("503 Service Unavailable\r\nRetry-After: 120\r\n");
     // Both answer OPTIONS (the busy one with 503): both count as up.
     let service = DiscoveryService::start_healthy(&[
         Listed::new("busy", format!("sip:{busy_addr}"), 10),
