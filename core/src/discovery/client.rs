@@ -44,11 +44,6 @@ impl DiscoveryClient {
         })
     }
 
-    /// The service's base URL.
-    pub fn base_url(&self) -> &str {
-        &self.base
-    }
-
     /// The list now. A front end that has no JSON list (404) is asked for
     /// its XML one, which the original front end served.
     pub async fn fetch(&self) -> Result<ServerList, DiscoveryError> {

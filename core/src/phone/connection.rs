@@ -67,13 +67,23 @@ impl std::fmt::Debug for TlsSetup {
 
 impl TlsSetup {
     pub fn new(config: Arc<rustls::ClientConfig>, name: &str) -> Result<TlsSetup, String> {
-        let server_name = ServerName::try_from(name.to_owned())
-            .map_err(|e| format!("bad TLS name {name:?}: {e}"))?;
         Ok(TlsSetup {
             connector: TlsConnector::from(config),
-            server_name,
+            server_name: server_name(name)?,
         })
     }
+
+    /// The same trust settings for a server of another name.
+    pub fn for_name(&self, name: &str) -> Result<TlsSetup, String> {
+        Ok(TlsSetup {
+            connector: self.connector.clone(),
+            server_name: server_name(name)?,
+        })
+    }
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(name.to_owned()).map_err(|e| format!("bad TLS name {name:?}: {e}"))
 }
 
 /// Opens a connection to `remote` in the background; writes queue until it is up.

@@ -232,7 +232,7 @@ impl Driver {
                 // BYE (or CANCEL) is answered, or when the grace is over.
                 let busy = self.endpoint.is_unregistering()
                     || self.endpoint.has_calls_ending()
-                    || self.endpoint.is_publishing();
+                    || self.endpoint.has_presence_ending();
                 if !busy || Instant::now() >= *deadline {
                     break;
                 }
@@ -811,8 +811,12 @@ impl Driver {
 
     fn move_to(&mut self, target: ServerTarget, make_before_break: bool, reason: String) {
         if target.transport == Transport::Tls {
-            let setup = tls::client_config(self.servers.ca_file.as_deref())
-                .and_then(|c| TlsSetup::new(c, &target.tls_name).map_err(PhoneError::Tls));
+            // Trust anchors are read once; only the name changes.
+            let setup = match &self.tls {
+                Some(known) => known.for_name(&target.tls_name).map_err(PhoneError::Tls),
+                None => tls::client_config(self.servers.ca_file.as_deref())
+                    .and_then(|c| TlsSetup::new(c, &target.tls_name).map_err(PhoneError::Tls)),
+            };
             match setup {
                 Ok(setup) => self.tls = Some(setup),
                 Err(e) => {

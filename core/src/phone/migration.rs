@@ -182,8 +182,9 @@ impl Migration {
                     reason: reason.to_owned(),
                 });
             }
+            // Said at every failed retry; the registration's events tell the story.
             None => {
-                tracing::info!(server = %self.current.label, %reason, "no other server to move to")
+                tracing::debug!(server = %self.current.label, %reason, "no other server to move to")
             }
         }
     }

@@ -278,8 +278,9 @@ impl Endpoint {
         self.pump(now);
     }
 
-    /// Whether a PUBLISH, or a SUBSCRIBE ending a subscription, is in flight.
-    pub fn is_publishing(&self) -> bool {
+    /// Whether a PUBLISH, or a SUBSCRIBE ending a subscription, is in flight
+    /// (shutting down waits for them).
+    pub fn has_presence_ending(&self) -> bool {
         self.publication.is_busy() || self.subscriptions.values().any(Subscription::is_ending)
     }
 

@@ -133,11 +133,6 @@ impl Subscription {
         s
     }
 
-    /// The watched address.
-    pub fn target(&self) -> &Uri {
-        &self.config.target
-    }
-
     /// Subscribes (again, from scratch: a new dialog).
     pub fn start(&mut self) {
         self.new_identity();
