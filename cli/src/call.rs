@@ -19,14 +19,10 @@ pub async fn call(
     location: Option<Location>,
     out: &Output,
 ) -> Result<(), CliError> {
-    let callee = if target.contains(['@', ':']) {
-        target.to_owned()
-    } else {
-        format!("{target}@{}", config.domain)
-    };
     let (phone, mut events) = start_registered(config, out).await?;
     if let Some(location) = location {
         // Given on the command line for this call: shared with this callee.
+        let callee = phone.address_of(target)?.to_string();
         phone.set_location(Some(location))?;
         phone.set_sharing(Sharing::with([callee], None))?;
     }

@@ -18,16 +18,12 @@ pub async fn run(
     duration: Option<f64>,
     out: &Output,
 ) -> Result<(), CliError> {
-    let domain = config.domain.clone();
     let (phone, mut events) = start_registered(config, out).await?;
     if let Some(location) = location {
-        let allowed = friends.iter().map(|f| {
-            if f.contains(['@', ':']) {
-                f.clone()
-            } else {
-                format!("{f}@{domain}")
-            }
-        });
+        let allowed = friends
+            .iter()
+            .map(|f| phone.address_of(f).map(|a| a.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         phone.set_location(Some(location))?;
         phone.set_sharing(Sharing::with(allowed, None))?;
     }

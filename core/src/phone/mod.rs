@@ -272,7 +272,7 @@ impl Phone {
     /// domain); await [`PendingCall::id`] for the call's id. Progress
     /// arrives as [`Event::CallState`].
     pub fn call(&self, target: &str, audio: CallAudio) -> Result<PendingCall, PhoneError> {
-        let uri = self.target_uri(target)?;
+        let uri = self.address_of(target)?;
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Call {
@@ -284,8 +284,9 @@ impl Phone {
         Ok(PendingCall(answer))
     }
 
-    /// `sip:bob@example.test` as it is, `bob` in our domain.
-    fn target_uri(&self, target: &str) -> Result<Uri, PhoneError> {
+    /// The address `target` names: `sip:bob@example.test` as it is, `bob`
+    /// in our domain.
+    pub fn address_of(&self, target: &str) -> Result<Uri, PhoneError> {
         if target.contains(':') {
             Uri::parse(target).map_err(|e| PhoneError::InvalidTarget(format!("{target}: {e}")))
         } else if !target.is_empty() && !target.contains(['@', ' ', '<', '>']) {
@@ -378,7 +379,7 @@ impl Phone {
     /// [`Event::Friend`] follows each change; the subscription is renewed,
     /// and made again at a new server after a move.
     pub fn watch(&self, friend: &str) -> Result<(), PhoneError> {
-        let friend = self.target_uri(friend)?;
+        let friend = self.address_of(friend)?;
         self.commands
             .send(Command::Watch { friend })
             .map_err(|_| PhoneError::Stopped)
