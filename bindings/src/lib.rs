@@ -204,6 +204,13 @@ pub enum PhoneEvent {
         /// Where the caller is, when they shared it.
         location: Option<GeoLocation>,
     },
+    /// The peer of a call told us where it is (the callee, once it answered).
+    CallLocation {
+        /// The call.
+        call: u64,
+        /// Where the peer is.
+        location: GeoLocation,
+    },
     /// A call changed state: calling, ringing, connected, held or ended.
     CallState {
         /// The call.
@@ -570,6 +577,10 @@ impl From<locus_core::Event> for PhoneEvent {
                 call,
                 from,
                 location: location.map(GeoLocation::from),
+            },
+            E::CallLocation { call, location } => PhoneEvent::CallLocation {
+                call,
+                location: location.into(),
             },
             E::CallState {
                 call,

@@ -60,7 +60,7 @@ pub enum Command {
         dtmf: Option<String>,
         /// Share this position with the callee (RFC 6442): degrees, and an
         /// uncertainty in metres.
-        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location)]
+        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location, allow_hyphen_values = true)]
         location: Option<Location>,
     },
     /// Register and wait for calls.
@@ -77,6 +77,10 @@ pub enum Command {
         /// Audio of the calls.
         #[command(flatten)]
         audio: AudioArgs,
+        /// Share this position with each caller we answer (RFC 6442, in an
+        /// UPDATE once the call is up): degrees, and an uncertainty in metres.
+        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location, allow_hyphen_values = true)]
+        location: Option<Location>,
     },
     /// Start two local Kamailios, a discovery service and two phones; call,
     /// drain the primary mid-call, and show what happens.
@@ -95,7 +99,7 @@ pub enum Command {
         #[command(flatten)]
         account: Box<AccountArgs>,
         /// Our position: degrees, and an uncertainty in metres.
-        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location)]
+        #[arg(long, value_name = "LAT,LON[,RADIUS_M]", value_parser = parse_location, allow_hyphen_values = true)]
         location: Option<Location>,
         /// How long to stay, in seconds (default: until Ctrl-C).
         #[arg(long = "for", value_name = "SECONDS")]

@@ -75,22 +75,34 @@ pub async fn call(
     }
 }
 
-/// Registers and waits for calls, answering each with `auto`.
+/// Registers and waits for calls, answering each with `auto`; with a
+/// `location`, shares it with each caller answered.
 pub async fn answer(
     config: AccountConfig,
     auto: bool,
     duration: Option<f64>,
     audio: CallAudio,
+    location: Option<Location>,
     out: &Output,
 ) -> Result<(), CliError> {
     let (phone, mut events) = start_registered(config, out).await?;
+    let sharing = location.is_some();
+    if sharing {
+        phone.set_location(location)?;
+    }
+    let mut callers = Vec::new();
     let end = deadline(duration);
     loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 out.event(None, &ev);
-                if let (Event::IncomingCall { call, .. }, true) = (&ev, auto) {
+                if let (Event::IncomingCall { call, from, .. }, true) = (&ev, auto) {
+                    if sharing {
+                        // Whom we answer learns where we are; nobody else.
+                        callers.push(from.clone());
+                        phone.set_sharing(Sharing::with(callers.clone(), None))?;
+                    }
                     phone.answer(*call, audio.clone())?;
                 }
             }

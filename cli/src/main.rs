@@ -81,12 +81,14 @@ fn main() -> ExitCode {
                 auto,
                 duration,
                 audio,
+                location,
             } => {
                 call::answer(
                     account.into_config()?,
                     auto,
                     duration,
                     audio.into_call_audio(),
+                    location,
                     &out,
                 )
                 .await

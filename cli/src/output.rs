@@ -96,6 +96,9 @@ pub fn event_json(event: &Event) -> Map<String, Value> {
         } => {
             json!({"event": "incoming_call", "call": call, "from": from, "location": location_json(location.as_ref())})
         }
+        Event::CallLocation { call, location } => {
+            json!({"event": "call_location", "call": call, "location": location_json(Some(location))})
+        }
         Event::CallState {
             call,
             state,
@@ -152,10 +155,7 @@ fn event_text(event: &Event) -> String {
             uri,
             status,
             location: Some(l),
-        } => format!(
-            "{uri}: {status}, at {:.5}, {:.5} (± {:.0} m)",
-            l.lat, l.lon, l.radius_m
-        ),
+        } => format!("{uri}: {status}, {}", place(l)),
         Event::Error { message } => format!("error: {message}"),
         Event::IncomingCall {
             call,
@@ -166,10 +166,10 @@ fn event_text(event: &Event) -> String {
             call,
             from,
             location: Some(l),
-        } => format!(
-            "call {call}: incoming from {from}, at {:.5}, {:.5} (± {:.0} m)",
-            l.lat, l.lon, l.radius_m
-        ),
+        } => format!("call {call}: incoming from {from}, {}", place(l)),
+        Event::CallLocation { call, location } => {
+            format!("call {call}: the peer is {}", place(location))
+        }
         Event::CallState {
             call,
             state,
@@ -190,6 +190,11 @@ fn event_text(event: &Event) -> String {
         ),
         Event::Dtmf { call, digit } => format!("call {call}: DTMF {digit}"),
     }
+}
+
+/// A location for people to read.
+fn place(l: &locus_core::location::Location) -> String {
+    format!("at {:.5}, {:.5} (± {:.0} m)", l.lat, l.lon, l.radius_m)
 }
 
 /// A location as CLI.md writes it, or null.

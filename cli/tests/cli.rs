@@ -148,6 +148,8 @@ fn call_and_answer_as_two_processes() {
             "8",
             "--audio-out",
             heard.to_str().unwrap(),
+            "--location",
+            "-33.8688,151.2093,1500",
             "--state-dir",
             &state,
         ])
@@ -202,6 +204,30 @@ fn call_and_answer_as_two_processes() {
         .expect("call_stats");
     assert_eq!(stats["codec"], "opus");
     assert!(stats["mos"].as_f64().unwrap() > 4.0);
+    // `--location` on the answer: the callee's position, sent once the call
+    // is up, reaches the caller as a `call_location` event for that call.
+    let connected = events
+        .iter()
+        .find(|e| e["event"] == "call_state" && e["state"] == "connected")
+        .unwrap();
+    let theirs = events
+        .iter()
+        .find(|e| e["event"] == "call_location")
+        .unwrap_or_else(|| panic!("no call_location in {events:?}"));
+    assert_eq!(theirs["call"], connected["call"]);
+    assert_eq!(
+        (
+            &theirs["location"]["lat"],
+            &theirs["location"]["lon"],
+            &theirs["location"]["radius_m"]
+        ),
+        (
+            &serde_json::json!(-33.8688),
+            &serde_json::json!(151.2093),
+            &serde_json::json!(1500.0)
+        ),
+        "{theirs}"
+    );
 
     let answered = answer.wait_with_output().unwrap();
     assert!(answered.status.success());

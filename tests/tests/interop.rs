@@ -159,6 +159,14 @@ async fn baresip_calls_locus_with_pcmu_dtmf_and_locus_hangs_up() {
         unreachable!()
     };
     assert!(from.starts_with("sip:bob@"), "{from}");
+    // Alice shares where she is with the caller. Her position would follow
+    // the answer in an UPDATE (RFC 6442), but baresip 1.0 allows no UPDATE,
+    // so nothing is sent and the call goes on as without it.
+    let here = Location::new(-33.8688, 151.2093, 50.0, Some(Timestamp::now())).unwrap();
+    s.alice.set_location(Some(here)).unwrap();
+    s.alice
+        .set_sharing(Sharing::with([from.clone()], None))
+        .unwrap();
     let audio = CallAudio::files(Some(s.speech.send.clone()), Some(s.heard()));
     s.alice.answer(call, audio).unwrap();
     reach(&mut s.events, "alice", CallState::Connected).await;

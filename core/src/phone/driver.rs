@@ -123,6 +123,8 @@ struct CallSlot {
     local: Option<LocalMedia>,
     /// What the caller's INVITE brought, until we answer.
     incoming: Option<Incoming>,
+    /// Who called us (an incoming call), to share our position with.
+    caller: Option<Uri>,
     media: Option<MediaHandle>,
 }
 
@@ -375,7 +377,7 @@ impl Driver {
     fn incoming_call(
         &mut self,
         call: CallId,
-        from: &str,
+        from: Uri,
         offer: Option<Body>,
         location: Option<Body>,
     ) {
@@ -395,16 +397,14 @@ impl Driver {
             call,
             CallSlot {
                 incoming: Some(incoming),
+                caller: Some(from.clone()),
                 ..Default::default()
             },
         );
-        let (location, warning) = presence::caller_location(call, location);
-        if let Some(warning) = warning {
-            self.emit(warning);
-        }
+        let location = location.and_then(|body| self.peer_location(call, &body));
         self.emit(Event::IncomingCall {
             call,
-            from: from.to_owned(),
+            from: from.to_string(),
             location,
         });
     }
@@ -428,7 +428,7 @@ impl Driver {
         });
         match answered {
             Ok(((text, negotiated), sockets, local)) => {
-                self.endpoint.answer(now(), call, Some(Body::sdp(text)));
+                self.send_answer(call, Body::sdp(text));
                 let media =
                     call_media::spawn(call, negotiated, sockets, audio, self.events.clone());
                 if let Some(slot) = self.calls.get_mut(&call) {
@@ -446,13 +446,36 @@ impl Driver {
         }
     }
 
+    /// Our 200; then our position, when the user shares it with the caller
+    /// (it goes in an UPDATE once the ACK comes, RFC 6442).
+    fn send_answer(&mut self, call: CallId, body: Body) {
+        self.endpoint.answer(now(), call, Some(body));
+        let caller = self.calls.get(&call).and_then(|c| c.caller.as_ref());
+        if let Some(location) = caller.and_then(|c| self.whereabouts.for_call(c)) {
+            self.endpoint.send_location(now(), call, location);
+        }
+    }
+
+    /// A location the peer of a call sent, or `None` and a warning event
+    /// when it cannot be read: the call goes on without it.
+    fn peer_location(&self, call: CallId, body: &Body) -> Option<Location> {
+        match presence::peer_location(body) {
+            Ok(location) => location,
+            Err(e) => {
+                self.emit(Event::Error {
+                    message: format!("call {call}: the peer's location is ignored: {e}"),
+                });
+                None
+            }
+        }
+    }
+
     /// Answers an INVITE that had no offer: our 200 offers, and the media
     /// starts when the ACK brings the answer.
     fn answer_with_offer(&mut self, call: CallId, audio: CallAudio) {
         match self.prepare_media() {
             Ok((sockets, local)) => {
-                self.endpoint
-                    .answer(now(), call, Some(Body::sdp(sdp::offer(&local))));
+                self.send_answer(call, Body::sdp(sdp::offer(&local)));
                 if let Some(slot) = self.calls.get_mut(&call) {
                     slot.audio = audio;
                     slot.sockets = Some(sockets);
@@ -491,6 +514,11 @@ impl Driver {
             }
             CallEvent::Updated { body } => self.remote_update(call, body),
             CallEvent::UpdateAccepted { body } => self.update_accepted(call, body),
+            CallEvent::Location { body } => {
+                if let Some(location) = self.peer_location(call, &body) {
+                    self.emit(Event::CallLocation { call, location });
+                }
+            }
             CallEvent::Ended { reason } => {
                 // A call refused before the user saw it (488, 422, 420) has
                 // no slot and no story to tell.
@@ -680,7 +708,7 @@ impl Driver {
                     offer,
                     location,
                 } => {
-                    self.incoming_call(call, &from.uri.to_string(), offer, location);
+                    self.incoming_call(call, from.uri, offer, location);
                     continue;
                 }
                 EndpointEvent::Call { call, event } => {

@@ -114,6 +114,14 @@ pub enum Event {
         /// Where the caller is, when they shared it (RFC 6442).
         location: Option<Location>,
     },
+    /// The peer of a call told us where it is (RFC 6442): the callee, after
+    /// answering, or the caller with an update.
+    CallLocation {
+        /// The call.
+        call: CallId,
+        /// Where the peer is.
+        location: Location,
+    },
     /// A call changed state.
     CallState {
         /// The call.
@@ -158,6 +166,7 @@ impl Event {
             | Event::ServerChanged { .. }
             | Event::Friend { .. }
             | Event::IncomingCall { .. }
+            | Event::CallLocation { .. }
             | Event::CallState { .. }
             | Event::CallStats { .. }
             | Event::Dtmf { .. } => None,

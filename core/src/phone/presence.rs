@@ -3,12 +3,12 @@
 //! user's sharing rules, PIDF-LO bodies and public events.
 
 use crate::location::sharing::Sharing;
-use crate::location::{pidf, Location};
+use crate::location::{pidf, Location, LocationError};
 use crate::sip::call::Body;
 use crate::sip::subscription::{SubscriptionEvent, SubscriptionState};
 use crate::sip::uri::Uri;
 
-use super::event::{CallId, Event};
+use super::event::Event;
 
 /// Where we are and with whom we share it.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl Whereabouts {
         if !self.sharing.allows(&peer) {
             return None;
         }
-        tracing::debug!(%peer, "sharing our location with the callee");
+        tracing::debug!(%peer, "sharing our location with the peer of a call");
         Some(self.document(None, Some(self.sharing.reduce(location))))
     }
 
@@ -62,24 +62,10 @@ impl Whereabouts {
     }
 }
 
-/// The caller's location from its INVITE, and a warning event when it
-/// could not be read (the call goes on without it).
-pub(crate) fn caller_location(
-    call: CallId,
-    body: Option<Body>,
-) -> (Option<Location>, Option<Event>) {
-    let Some(body) = body else {
-        return (None, None);
-    };
-    match pidf::decode(&body.bytes) {
-        Ok(presence) => (presence.location, None),
-        Err(e) => (
-            None,
-            Some(Event::Error {
-                message: format!("call {call}: the caller's location is ignored: {e}"),
-            }),
-        ),
-    }
+/// The position in a PIDF-LO a call's peer sent (RFC 6442); a document
+/// without one is no position.
+pub(crate) fn peer_location(body: &Body) -> Result<Option<Location>, LocationError> {
+    pidf::decode(&body.bytes).map(|presence| presence.location)
 }
 
 /// A friend's NOTIFY (or failed SUBSCRIBE) as events: the `friend` event

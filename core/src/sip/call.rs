@@ -24,9 +24,9 @@ use rand::{Rng, SeedableRng};
 use super::auth;
 use super::dialog::Dialog;
 use super::digest::{DigestClient, Password};
+use super::geolocation;
 use super::header::NameAddr;
 use super::message::{Method, Request, Response};
-use super::multipart::{self, Part};
 use super::reliable_provisional::{self, ReliableProvisional};
 use super::session_timer::{Due, SessionTimer, TimerHeader, MIN_SE};
 use super::transaction::{ClientFailure, Timers};
@@ -104,7 +104,8 @@ pub enum CallEvent {
         /// or the answer in the ACK (callee of an INVITE without an offer).
         body: Option<Body>,
     },
-    /// The peer changed the session (re-INVITE): hold, resume, new media.
+    /// The peer changed the session (re-INVITE or UPDATE): hold, resume,
+    /// new media.
     Updated {
         /// The peer's new session description.
         body: Option<Body>,
@@ -113,6 +114,11 @@ pub enum CallEvent {
     UpdateAccepted {
         /// The peer's answer.
         body: Option<Body>,
+    },
+    /// The peer told us where it is (RFC 6442) in a re-INVITE or UPDATE.
+    Location {
+        /// The PIDF-LO, still encoded.
+        body: Body,
     },
     /// The call is over.
     Ended {
@@ -152,7 +158,7 @@ pub struct CallConfig {
 }
 
 /// The methods we take (the Allow header).
-pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK";
+pub const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, PRACK, UPDATE";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -193,8 +199,12 @@ pub struct Call {
     /// Our re-INVITE in flight, and the body to offer again after glare.
     reinvite: Option<(u32, Option<Body>)>,
     reinvite_retry: Option<(Instant, Option<Body>)>,
-    /// Callee: the re-INVITE the user must answer.
-    remote_reinvite: Option<Request>,
+    /// The peer's re-INVITE or UPDATE with an offer, which the user must answer.
+    remote_offer: Option<Request>,
+    /// The peer listed UPDATE in its Allow header (RFC 3311 §5.1).
+    peer_takes_update: bool,
+    /// Callee: our location, to go in an UPDATE once the ACK confirms the call.
+    pending_location: Option<Body>,
     /// Whether `Ended` has been reported (it is, once, when the call ends
     /// for the user, even while its BYE is still in flight).
     end_reported: bool,
@@ -245,22 +255,13 @@ impl Call {
         h.push("Supported", "timer, 100rel");
         h.push("User-Agent", config.user_agent.clone());
         let with_location = match (&offer, location) {
-            (Some(sdp), Some(pidf)) => {
-                let cid = format!("{:016x}@{}", rng.random::<u64>(), config.local.host);
-                let (content_type, bytes) = multipart::build(
-                    &[
-                        Part::new(&sdp.content_type, None, sdp.bytes.clone()),
-                        Part::new(&pidf.content_type, Some(&cid), pidf.bytes),
-                    ],
-                    &format!("locus-{:016x}", rng.random::<u64>()),
-                );
-                invite.headers.push("Geolocation", format!("<cid:{cid}>"));
-                invite.headers.push("Geolocation-Routing", "no");
-                Some(Body {
-                    content_type,
-                    bytes,
-                })
-            }
+            (Some(sdp), Some(pidf)) => Some(geolocation::attach(
+                &mut invite.headers,
+                Some(sdp),
+                &pidf,
+                &config.local.host.to_string(),
+                &mut rng,
+            )),
             _ => None,
         };
         let location_sent = with_location.is_some();
@@ -279,6 +280,7 @@ impl Call {
         let mut rng = StdRng::seed_from_u64(seed);
         let tag = format!("{:08x}", rng.random::<u32>());
         let mut call = Call::new(config, rng, false, State::Incoming);
+        call.peer_takes_update = invite.headers.lists("Allow", "UPDATE");
         let timer = SessionTimer::for_invite(&invite, now);
         let unsupported: Vec<&str> = invite
             .headers
@@ -347,7 +349,9 @@ impl Call {
             pending_2xx: None,
             reinvite: None,
             reinvite_retry: None,
-            remote_reinvite: None,
+            remote_offer: None,
+            peer_takes_update: false,
+            pending_location: None,
             end_reported: false,
             session_timer: None,
             session_timer_headers: Vec::new(),
@@ -454,9 +458,7 @@ impl Call {
     /// Sends a re-INVITE with a new session description (hold, resume); if
     /// one is already in progress either way, it goes when that one is done.
     pub fn update(&mut self, now: Instant, body: Option<Body>) {
-        if self.state == State::Connected
-            && self.reinvite.is_none()
-            && self.remote_reinvite.is_none()
+        if self.state == State::Connected && self.reinvite.is_none() && self.remote_offer.is_none()
         {
             self.send_reinvite(body);
         } else if matches!(self.state, State::Answered | State::Connected) {
@@ -464,35 +466,70 @@ impl Call {
         }
     }
 
-    /// Callee of a re-INVITE: accept it with our answer. It refreshes the
-    /// session (and may reset its timer, RFC 4028 §9).
+    /// Callee of a re-INVITE or UPDATE: accept it with our answer. It
+    /// refreshes the session (and may reset its timer, RFC 4028 §9).
     pub fn accept_update(&mut self, now: Instant, body: Option<Body>) {
-        if let Some(req) = self.remote_reinvite.take() {
-            let mut ok = req.response(200, "OK");
-            if let Some(d) = &self.dialog {
-                ok.headers.set("To", to_with_tag(&req, &d.id().local_tag));
-            }
-            ok.headers.push(
-                "Contact",
-                NameAddr::new(self.config.contact.clone()).to_string(),
-            );
-            match SessionTimer::for_invite(&req, now) {
-                Ok(Some((timer, headers))) => {
-                    for (name, value) in headers {
-                        ok.headers.push(name, value);
-                    }
-                    self.session_timer = Some(timer);
-                }
-                _ => {
-                    if let Some(timer) = &mut self.session_timer {
-                        timer.refreshed(now);
-                    }
-                }
-            }
-            set_body_response(&mut ok, body.clone());
+        if let Some(req) = self.remote_offer.take() {
+            let ok = self.accept_refresh(now, &req, body.clone());
             self.local_body = body;
             self.actions.push_back(CallAction::Respond(ok));
         }
+    }
+
+    /// The 200 to an in-dialog INVITE or UPDATE, which refreshes the session.
+    fn accept_refresh(&mut self, now: Instant, req: &Request, body: Option<Body>) -> Response {
+        let mut ok = req.response(200, "OK");
+        if let Some(d) = &self.dialog {
+            ok.headers.set("To", to_with_tag(req, &d.id().local_tag));
+        }
+        ok.headers.push(
+            "Contact",
+            NameAddr::new(self.config.contact.clone()).to_string(),
+        );
+        match SessionTimer::for_invite(req, now) {
+            Ok(Some((timer, headers))) => {
+                for (name, value) in headers {
+                    ok.headers.push(name, value);
+                }
+                self.session_timer = Some(timer);
+            }
+            _ => {
+                if let Some(timer) = &mut self.session_timer {
+                    timer.refreshed(now);
+                }
+            }
+        }
+        set_body_response(&mut ok, body);
+        ok
+    }
+
+    /// Tells the peer where we are in an UPDATE without an offer (RFC 6442
+    /// §4, RFC 3311): the callee's way to share its position, since no
+    /// response may carry one. Waits for the ACK if the call is not
+    /// confirmed yet; not sent to a peer that takes no UPDATE.
+    pub fn send_location(&mut self, location: Body) {
+        if !self.peer_takes_update {
+            tracing::info!("the peer takes no UPDATE; our location stays with us");
+            return;
+        }
+        match self.state {
+            State::Answered => self.pending_location = Some(location),
+            State::Connected => self.send_location_update(&location),
+            _ => {}
+        }
+    }
+
+    fn send_location_update(&mut self, location: &Body) {
+        let Some(d) = &mut self.dialog else { return };
+        let mut req = d.request(Method::Update);
+        req.headers.push(
+            "Contact",
+            NameAddr::new(self.config.contact.clone()).to_string(),
+        );
+        let host = self.config.local.host.to_string();
+        let body = geolocation::attach(&mut req.headers, None, location, &host, &mut self.rng);
+        set_body(&mut req, Some(body));
+        self.actions.push_back(CallAction::Request(req));
     }
 
     fn send_cancel(&mut self, now: Instant) {
@@ -548,6 +585,11 @@ impl Call {
             Method::Invite => self.invite_response(now, response),
             Method::Bye if response.status >= 200 && self.state == State::Ending => {
                 self.state = State::Ended
+            }
+            // §12.2.1.2: a 481 to any request in the dialog ends it.
+            Method::Update if response.status == 481 => self.finish(EndReason::DialogGone),
+            Method::Update if response.status >= 300 => {
+                tracing::info!(status = response.status, "the peer refused our location");
             }
             _ => {}
         }
@@ -646,6 +688,7 @@ impl Call {
         match self.state {
             State::Calling => {
                 self.state = State::Connected;
+                self.peer_takes_update = response.headers.lists("Allow", "UPDATE");
                 self.session_timer = SessionTimer::from_response(response, now);
                 self.events.push_back(CallEvent::Connected { body });
             }
@@ -695,13 +738,10 @@ impl Call {
         );
         let seq = invite.headers.cseq().map(|c| c.seq).unwrap_or(1) + 1;
         invite.headers.set("CSeq", format!("{seq} INVITE"));
-        for name in [
-            "Via",
-            "Geolocation",
-            "Geolocation-Routing",
-            "Authorization",
-            "Proxy-Authorization",
-        ] {
+        for name in ["Via", "Authorization", "Proxy-Authorization"]
+            .into_iter()
+            .chain(geolocation::HEADERS)
+        {
             invite.headers.remove(name);
         }
         set_body(&mut invite, self.local_body.clone());
@@ -752,7 +792,7 @@ impl Call {
     }
 
     /// A request within this call (matched with [`Call::matches`]).
-    pub fn handle_request(&mut self, request: &Request) {
+    pub fn handle_request(&mut self, now: Instant, request: &Request) {
         if request.method == Method::Cancel {
             self.handle_cancel(request);
             return;
@@ -791,6 +831,9 @@ impl Call {
                         .and_then(|i| Body::of(&i.headers, &i.body))
                         .or_else(|| Body::of(&request.headers, &request.body));
                     self.events.push_back(CallEvent::Connected { body });
+                    if let Some(location) = self.pending_location.take() {
+                        self.send_location_update(&location);
+                    }
                 }
             }
             Method::Bye => {
@@ -814,21 +857,40 @@ impl Call {
                 };
                 self.actions.push_back(CallAction::Respond(r));
             }
-            Method::Invite => {
-                if self.reinvite.is_some() || self.remote_reinvite.is_some() {
-                    let r = request.response(491, "Request Pending");
-                    self.actions.push_back(CallAction::Respond(r));
-                } else {
-                    self.remote_reinvite = Some(request.clone());
-                    let body = Body::of(&request.headers, &request.body);
-                    self.events.push_back(CallEvent::Updated { body });
-                }
-            }
+            Method::Invite | Method::Update => self.remote_refresh(now, request),
             _ => {
                 let mut r = request.response(405, "Method Not Allowed");
                 r.headers.push("Allow", ALLOW);
                 self.actions.push_back(CallAction::Respond(r));
             }
+        }
+    }
+
+    /// A re-INVITE, or an UPDATE: with an offer the user must answer it;
+    /// without, it only refreshes the session or tells where the peer is.
+    fn remote_refresh(&mut self, now: Instant, request: &Request) {
+        let (sdp, location) = match geolocation::split(request) {
+            Ok(parts) => parts,
+            Err(e) => {
+                let mut r = request.response(400, "Bad Multipart Body");
+                r.headers.push("Warning", format!("399 locus \"{e}\""));
+                self.actions.push_back(CallAction::Respond(r));
+                return;
+            }
+        };
+        if request.method == Method::Update && sdp.is_none() {
+            let ok = self.accept_refresh(now, request, None);
+            self.actions.push_back(CallAction::Respond(ok));
+        } else if self.reinvite.is_some() || self.remote_offer.is_some() {
+            let r = request.response(491, "Request Pending");
+            self.actions.push_back(CallAction::Respond(r));
+            return;
+        } else {
+            self.remote_offer = Some(request.clone());
+            self.events.push_back(CallEvent::Updated { body: sdp });
+        }
+        if let Some(body) = location {
+            self.events.push_back(CallEvent::Location { body });
         }
     }
 
@@ -885,7 +947,7 @@ impl Call {
         if self.state == State::Connected {
             match self.session_timer.and_then(|t| t.due(now)) {
                 Some(Due::Expired) => return self.send_bye(EndReason::SessionExpired),
-                Some(Due::Refresh) if self.reinvite.is_none() && self.remote_reinvite.is_none() => {
+                Some(Due::Refresh) if self.reinvite.is_none() && self.remote_offer.is_none() => {
                     self.send_reinvite(self.local_body.clone());
                 }
                 _ => {}
@@ -912,7 +974,7 @@ impl Call {
             if now >= *at
                 && self.state == State::Connected
                 && self.reinvite.is_none()
-                && self.remote_reinvite.is_none()
+                && self.remote_offer.is_none()
             {
                 if let Some((_, body)) = self.reinvite_retry.take() {
                     self.send_reinvite(body);
@@ -1133,7 +1195,7 @@ mod tests {
         let ack = ack_of(&mut alice, &mut n);
         assert_eq!(ack.headers.get("CSeq"), Some("1 ACK"));
         assert!(bob.matches(&ack));
-        bob.handle_request(&ack);
+        bob.handle_request(t0, &ack);
         assert_eq!(
             events(&mut bob),
             [CallEvent::Connected {
@@ -1151,7 +1213,7 @@ mod tests {
             }]
         );
         assert!(bob.matches(&bye));
-        bob.handle_request(&bye);
+        bob.handle_request(t0, &bye);
         let bye_ok = responses(&mut bob).remove(0);
         assert_eq!(
             events(&mut bob),
@@ -1319,7 +1381,7 @@ mod tests {
         }
         cancel.headers.push("CSeq", "1 CANCEL");
         assert!(bob.matches(&cancel));
-        bob.handle_request(&cancel);
+        bob.handle_request(t0, &cancel);
         let statuses: Vec<_> = responses(&mut bob)
             .iter()
             .map(|r| (r.status, r.headers.cseq().unwrap().method))
@@ -1387,7 +1449,7 @@ mod tests {
         let ok = responses(&mut bob).remove(0);
         alice.handle_response(t0, &ok);
         let ack = ack_of(&mut alice, &mut n);
-        bob.handle_request(&ack);
+        bob.handle_request(t0, &ack);
         events(&mut alice);
         events(&mut bob);
         (alice, bob, n)
@@ -1417,7 +1479,7 @@ mod tests {
         assert_eq!(ok.headers.get("Session-Expires"), Some("120;refresher=uac"));
         assert_eq!(ok.headers.get("Require"), Some("timer"));
         alice.handle_response(t0, &ok);
-        bob.handle_request(&ack_of(&mut alice, &mut n));
+        bob.handle_request(t0, &ack_of(&mut alice, &mut n));
         events(&mut alice);
         events(&mut bob);
 
@@ -1430,7 +1492,7 @@ mod tests {
             Some("120;refresher=uac")
         );
         assert_eq!(&refresh.body[..], b"offer");
-        bob.handle_request(&refresh);
+        bob.handle_request(t0, &refresh);
         events(&mut bob);
         bob.accept_update(secs(60), Some(Body::sdp("answer")));
         alice.handle_response(secs(60), &responses(&mut bob).remove(0));
@@ -1494,7 +1556,7 @@ mod tests {
         );
 
         assert!(bob.matches(&prack));
-        bob.handle_request(&prack);
+        bob.handle_request(t0, &prack);
         assert_eq!(responses(&mut bob)[0].status, 200);
         assert_eq!(bob.poll_timeout(), None, "confirmed: no more resending");
 
@@ -1559,7 +1621,7 @@ mod tests {
         let reinvite = only_request(&mut alice, &mut n);
         assert_eq!(reinvite.headers.get("CSeq"), Some("2 INVITE"));
         assert!(bob.matches(&reinvite));
-        bob.handle_request(&reinvite);
+        bob.handle_request(t0, &reinvite);
         assert_eq!(
             events(&mut bob),
             [CallEvent::Updated {
@@ -1588,8 +1650,8 @@ mod tests {
         bob.update(t0, Some(Body::sdp("b-hold")));
         let from_alice = only_request(&mut alice, &mut n);
         let from_bob = only_request(&mut bob, &mut n);
-        alice.handle_request(&from_bob);
-        bob.handle_request(&from_alice);
+        alice.handle_request(t0, &from_bob);
+        bob.handle_request(t0, &from_alice);
         let to_bob = responses(&mut alice).remove(0);
         let to_alice = responses(&mut bob).remove(0);
         assert_eq!((to_bob.status, to_alice.status), (491, 491));
@@ -1617,8 +1679,93 @@ mod tests {
         alice.hangup(t0);
         let mut bye = only_request(&mut alice, &mut n);
         bye.headers.set("CSeq", "0 BYE");
-        bob.handle_request(&bye);
+        bob.handle_request(t0, &bye);
         assert_eq!(responses(&mut bob).remove(0).status, 500);
         assert!(!bob.is_ended());
+    }
+
+    fn pidf() -> Body {
+        Body {
+            content_type: "application/pidf+xml".into(),
+            bytes: "<presence/>".into(),
+        }
+    }
+
+    #[test]
+    fn the_callee_sends_its_location_in_an_update_once_the_ack_comes() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = ringing(t0);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        bob.send_location(pidf());
+        let ok = responses(&mut bob).remove(0);
+        assert!(ok.headers.lists("Allow", "UPDATE"));
+        assert!(actions(&mut bob).is_empty(), "nothing before the ACK");
+        alice.handle_response(t0, &ok);
+        let ack = ack_of(&mut alice, &mut n);
+        events(&mut alice);
+        bob.handle_request(t0, &ack);
+        let update = only_request(&mut bob, &mut n);
+        assert_eq!(update.method, Method::Update);
+        assert!(update
+            .headers
+            .get("Geolocation")
+            .unwrap()
+            .starts_with("<cid:"));
+        assert!(alice.matches(&update));
+        alice.handle_request(t0, &update);
+        assert_eq!(
+            responses(&mut alice)
+                .iter()
+                .map(|r| r.status)
+                .collect::<Vec<_>>(),
+            [200]
+        );
+        assert_eq!(events(&mut alice), [CallEvent::Location { body: pidf() }]);
+    }
+
+    #[test]
+    fn no_update_goes_to_a_peer_that_does_not_allow_it() {
+        let t0 = Instant::now();
+        let mut n = 0;
+        let mut alice = Call::outgoing(
+            config("alice", 5070),
+            Uri::parse("sip:bob@example.test").unwrap(),
+            Some(Body::sdp("offer")),
+            None,
+            1,
+        );
+        let mut invite = only_request(&mut alice, &mut n);
+        invite.headers.set("Allow", "INVITE, ACK, CANCEL, BYE");
+        let mut bob = Call::incoming(config("bob", 5080), invite, t0, 2);
+        responses(&mut bob);
+        bob.answer(t0, Some(Body::sdp("answer")));
+        let ok = responses(&mut bob).remove(0);
+        alice.handle_response(t0, &ok);
+        bob.handle_request(t0, &ack_of(&mut alice, &mut n));
+        bob.send_location(pidf());
+        assert!(actions(&mut bob).is_empty());
+    }
+
+    #[test]
+    fn an_update_without_a_body_refreshes_and_a_broken_one_is_refused() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = connected(t0);
+        let Some(d) = &mut bob.dialog else {
+            panic!("no dialog")
+        };
+        let mut bare = with_via(d.request(Method::Update), &mut n);
+        alice.handle_request(t0, &bare);
+        assert_eq!(responses(&mut alice)[0].status, 200);
+        assert!(events(&mut alice).is_empty());
+
+        bare.headers.set("CSeq", "3 UPDATE");
+        bare.headers
+            .set("Content-Type", "multipart/mixed;boundary=x");
+        bare.body = "not multipart at all".into();
+        alice.handle_request(t0, &bare);
+        assert_eq!(responses(&mut alice)[0].status, 400);
+        assert!(events(&mut alice).is_empty());
+        alice.hangup(t0);
+        assert_eq!(only_request(&mut alice, &mut n).method, Method::Bye);
     }
 }

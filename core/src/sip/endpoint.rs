@@ -18,10 +18,10 @@ use rand::{Rng, SeedableRng};
 
 use super::call::{Body, Call, CallAction, CallConfig, CallEvent, ALLOW};
 use super::framing::Frame;
+use super::geolocation;
 use super::header::{NameAddr, Via};
 use super::keepalive::{options_request, Keepalive, KeepaliveAction, PING};
 use super::message::{self, Message, Method, Request, Response};
-use super::multipart::{self, MultipartError, Part};
 use super::publication::{Publication, PublicationConfig, PublicationEvent};
 use super::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use super::subscription::{Subscription, SubscriptionConfig, SubscriptionEvent};
@@ -410,6 +410,12 @@ impl Endpoint {
         self.with_call(now, call, |c| c.hangup(now));
     }
 
+    /// Tells the peer of a call where we are (a PIDF-LO body), in an UPDATE
+    /// once the call is confirmed.
+    pub fn send_location(&mut self, now: Instant, call: CallId, location: Body) {
+        self.with_call(now, call, |c| c.send_location(location));
+    }
+
     /// Offers a new session description in a call (hold, resume).
     pub fn update(&mut self, now: Instant, call: CallId, body: Option<Body>) {
         self.with_call(now, call, |c| c.update(now, body));
@@ -796,7 +802,7 @@ impl Endpoint {
                 .is_some_and(|tx| tx.handle_ack(now));
             if !absorbed {
                 if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
-                    call.handle_request(&request);
+                    call.handle_request(now, &request);
                 }
             }
             return;
@@ -836,7 +842,7 @@ impl Endpoint {
             }
         }
         if let Some(call) = self.calls.values_mut().find(|c| c.matches(&request)) {
-            call.handle_request(&request);
+            call.handle_request(now, &request);
             return;
         }
         let in_dialog = request
@@ -866,7 +872,7 @@ impl Endpoint {
     }
 
     fn incoming_call(&mut self, now: Instant, invite: Request) {
-        let (offer, location) = match split_invite_body(&invite) {
+        let (offer, location) = match geolocation::split(&invite) {
             Ok(parts) => parts,
             Err(e) => {
                 tracing::info!(error = %e, "refusing an INVITE whose body we cannot read");
@@ -1152,52 +1158,6 @@ impl Endpoint {
             .retain(|l| l.until_registered || !l.binding.registration.is_idle());
         requests
     }
-}
-
-/// The offer and the location (by value) an INVITE carries: its body
-/// itself, or the parts of a multipart body — the SDP one, and the one the
-/// Geolocation header points at with a `cid:` URI.
-fn split_invite_body(invite: &Request) -> Result<(Option<Body>, Option<Body>), MultipartError> {
-    if invite.body.is_empty() {
-        return Ok((None, None));
-    }
-    let content_type = invite
-        .headers
-        .get("Content-Type")
-        .unwrap_or("application/sdp");
-    if !multipart::media_type(content_type).starts_with("multipart/") {
-        let body = Body {
-            content_type: content_type.to_owned(),
-            bytes: invite.body.clone(),
-        };
-        return Ok((Some(body), None));
-    }
-    let parts = multipart::parse(content_type, &invite.body)?;
-    let body = |p: &Part| Body {
-        content_type: p.header("Content-Type").unwrap_or("text/plain").to_owned(),
-        bytes: p.body.clone(),
-    };
-    let offer = parts
-        .iter()
-        .find(|p| p.media_type() == "application/sdp")
-        .map(body);
-    let cids: Vec<String> = invite
-        .headers
-        .get_all("Geolocation")
-        .flat_map(|v| v.split(','))
-        .filter_map(|v| {
-            let uri = v.trim().trim_start_matches('<').split('>').next()?;
-            uri.strip_prefix("cid:").map(str::to_owned)
-        })
-        .collect();
-    let location = parts
-        .iter()
-        .find(|p| {
-            p.content_id()
-                .is_some_and(|id| cids.iter().any(|c| c == id))
-        })
-        .map(body);
-    Ok((offer, location))
 }
 
 #[cfg(test)]

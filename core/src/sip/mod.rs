@@ -18,6 +18,7 @@ pub mod dialog;
 pub mod digest;
 pub mod endpoint;
 pub mod framing;
+pub mod geolocation;
 pub mod header;
 pub mod keepalive;
 pub mod message;

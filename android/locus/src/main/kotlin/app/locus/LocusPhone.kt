@@ -40,6 +40,12 @@ class LocusPhone private constructor(
      */
     val server: StateFlow<String?> = listener.server.asStateFlow()
 
+    /**
+     * Where the peer of each call is, by call id, when it shares it: the
+     * caller's position from its INVITE, the callee's sent once it answered.
+     */
+    val peerLocations: StateFlow<Map<ULong, GeoLocation>> = listener.peerLocations.asStateFlow()
+
     /** The friends we watch, by address: their last status and position. */
     val friends: StateFlow<Map<String, PhoneEvent.Friend>> = listener.friends.asStateFlow()
 
@@ -86,7 +92,7 @@ class LocusPhone private constructor(
 
     /**
      * Shares our position with [contacts] (`bob@example.test`) in the calls we
-     * place to them, coarsened to about [precisionM] metres when given.
+     * place to them or answer from them, coarsened to about [precisionM] metres when given.
      * Sharing is off until this is called.
      */
     fun shareLocation(contacts: List<String>, precisionM: Double? = null) =
@@ -128,10 +134,15 @@ class LocusPhone private constructor(
         val calls = MutableStateFlow<Map<ULong, String>>(emptyMap())
         val server = MutableStateFlow<String?>(null)
         val friends = MutableStateFlow<Map<String, PhoneEvent.Friend>>(emptyMap())
+        val peerLocations = MutableStateFlow<Map<ULong, GeoLocation>>(emptyMap())
 
         override fun onEvent(event: PhoneEvent) {
             when (event) {
-                is PhoneEvent.IncomingCall -> calls.update { it + (event.call to "incoming") }
+                is PhoneEvent.IncomingCall -> {
+                    calls.update { it + (event.call to "incoming") }
+                    event.location?.let { where -> peerLocations.update { it + (event.call to where) } }
+                }
+                is PhoneEvent.CallLocation -> peerLocations.update { it + (event.call to event.location) }
                 is PhoneEvent.CallState -> calls.update { it + (event.call to event.state) }
                 is PhoneEvent.Registered -> server.value = event.server
                 is PhoneEvent.ServerChanged -> server.value = event.to

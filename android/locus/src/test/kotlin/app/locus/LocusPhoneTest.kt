@@ -111,17 +111,24 @@ class LocusPhoneTest {
                 // Alice shares where she is with bob, to about a kilometre.
                 alice.setLocation(GeoLocation(lat = 48.2085, lon = 16.3721, radiusM = 10.0, timestamp = null))
                 alice.shareLocation(listOf("$peer@${env("LOCUS_TEST_DOMAIN")}"), precisionM = 1000.0)
+                // Bob shares his with alice, exactly, when he answers her.
+                bob.setLocation(GeoLocation(lat = -33.8688, lon = 151.2093, radiusM = 50.0, timestamp = null))
+                bob.shareLocation(listOf("${env("LOCUS_TEST_USER")}@${env("LOCUS_TEST_DOMAIN")}"))
                 val answering = launch {
                     val incoming = bob.events.first { it is PhoneEvent.IncomingCall } as PhoneEvent.IncomingCall
                     val where = requireNotNull(incoming.location) { "bob sees no location" }
                     assertEquals(48.2085, where.lat, 0.01)
                     assertEquals(16.3721, where.lon, 0.02)
                     assertEquals(1000.0, where.radiusM)
+                    assertEquals(where, bob.peerLocations.value[incoming.call])
                     bob.answer(incoming.call)
                 }
                 val call = alice.call(peer)
                 withTimeout(10.seconds) { alice.calls.first { it[call] == "connected" } }
                 answering.join()
+                val bobIs = withTimeout(10.seconds) { alice.peerLocations.first { it.containsKey(call) } }
+                assertEquals(-33.8688, requireNotNull(bobIs[call]).lat, 1e-9)
+                assertEquals(50.0, requireNotNull(bobIs[call]).radiusM)
                 alice.mute(call)
                 alice.sendDtmf(call, "1")
                 alice.mute(call, muted = false)
