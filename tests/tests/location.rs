@@ -134,6 +134,8 @@ async fn on_the_wire_only_when_shared_and_dropped_after_a_415() {
         .set_sharing(Sharing::with(["sip:bob@example.test".to_owned()], None))
         .unwrap();
     alice.call("bob", CallAudio::default()).unwrap();
+    // Too large for UDP (RFC 3261 §18.1.1): tried over TCP first; with no
+    // TCP listener here, sent over UDP after all.
     let (located, from) = next_invite(&sip).await;
     let geolocation = header(&located, "Geolocation").expect("a Geolocation header");
     assert!(geolocation.starts_with("<cid:"), "{located}");
@@ -180,6 +182,63 @@ async fn on_the_wire_only_when_shared_and_dropped_after_a_415() {
     )
     .await
     .expect("the retried call ends busy");
+    alice.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_invite_too_large_for_udp_goes_over_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    init_logging();
+    // One server address taking both UDP and TCP, as SIP servers do.
+    let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind(sip.local_addr().unwrap())
+        .await
+        .unwrap();
+    let mut config = AccountConfig::new("alice", "example.test", "alice-secret");
+    config.server = Some(format!("sip:{}", sip.local_addr().unwrap()));
+    config.listen = "127.0.0.1:0".parse().ok();
+    let (alice, mut events) = Phone::start(config).await.unwrap();
+    alice.set_location(Some(vienna())).unwrap();
+    alice
+        .set_sharing(Sharing::with(["bob@example.test".to_owned()], None))
+        .unwrap();
+    alice.call("bob", CallAudio::default()).unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(5), tcp.accept())
+        .await
+        .expect("a TCP connection for the INVITE")
+        .unwrap();
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    let invite = loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("the INVITE")
+            .unwrap();
+        assert!(n > 0, "closed before a whole INVITE");
+        received.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&received).into_owned();
+        let length: usize = header(&text, "Content-Length").map_or(0, |l| l.parse().unwrap());
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            if body.len() >= length {
+                break format!("{head}\r\n\r\n{body}");
+            }
+        }
+    };
+    assert!(invite.starts_with("INVITE "), "{invite}");
+    assert!(invite.len() > 1300, "{} bytes", invite.len());
+    assert!(header(&invite, "Via").unwrap().starts_with("SIP/2.0/TCP "));
+    assert!(header(&invite, "Geolocation").is_some());
+    stream
+        .write_all(reply(&invite, "486 Busy Here").as_bytes())
+        .await
+        .unwrap();
+    wait_for(
+        &mut events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::CallState { reason: Some(r), .. } if r == "busy"),
+    )
+    .await
+    .expect("the call ends busy, answered over TCP");
     alice.shutdown().await;
 }
 

@@ -661,7 +661,7 @@ impl Driver {
             } => {
                 let _ = self.forget_connection(id, transport, remote);
                 self.endpoint
-                    .handle_transport_error(now(), transport, remote, &reason);
+                    .handle_connect_failed(now(), transport, remote, &reason);
             }
             Inbound::Closed {
                 id,

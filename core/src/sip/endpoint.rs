@@ -163,6 +163,9 @@ pub struct Endpoint {
     clients: HashMap<TransactionKey, (ClientTransaction, Owner)>,
     servers: HashMap<TransactionKey, ServerTransaction>,
     invite_clients: HashMap<TransactionKey, (InviteClientTransaction, CallId)>,
+    /// Requests sent over TCP only for their size, kept (without our Via)
+    /// to go over UDP after all if TCP is refused (RFC 3261 §18.1.1).
+    upgraded: HashMap<TransactionKey, (Request, Owner)>,
     invite_servers: HashMap<TransactionKey, InviteServerTransaction>,
     calls: HashMap<CallId, Call>,
     next_call: CallId,
@@ -208,6 +211,7 @@ impl Endpoint {
             clients: HashMap::new(),
             servers: HashMap::new(),
             invite_clients: HashMap::new(),
+            upgraded: HashMap::new(),
             invite_servers: HashMap::new(),
             calls: HashMap::new(),
             next_call: 0,
@@ -545,6 +549,19 @@ impl Endpoint {
             });
         }
         self.pump(now);
+    }
+
+    /// A connection could not be opened: requests sent over TCP only for
+    /// their size go over UDP after all (§18.1.1), the others fail.
+    pub fn handle_connect_failed(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        remote: SocketAddr,
+        reason: &str,
+    ) {
+        self.downgrade(now, (transport, remote));
+        self.handle_transport_error(now, transport, remote, reason);
     }
 
     /// A stream connection closed. If it was the flow to the registrar, the
@@ -1012,27 +1029,19 @@ impl Endpoint {
         self.invite_clients.retain(|_, (tx, call)| {
             !tx.is_terminated() && (calls.contains_key(call) || tx.poll_timeout().is_some())
         });
+        let (clients, invites) = (&self.clients, &self.invite_clients);
+        self.upgraded
+            .retain(|key, _| clients.contains_key(key) || invites.contains_key(key));
     }
 
     fn act(&mut self, now: Instant, id: CallId, action: CallAction) {
         match action {
-            CallAction::Request(request) if request.method == Method::Invite => {
-                let (request, key) = self.with_new_via(request);
-                let tx = InviteClientTransaction::new(
-                    now,
-                    request,
-                    self.config.transport,
-                    self.config.server,
-                    self.config.timers,
-                );
-                self.invite_clients.insert(key, (tx, id));
-            }
             CallAction::Request(request) => {
                 let method = request.method.clone();
                 self.start_client(now, request, Owner::Call(id, method));
             }
             CallAction::Ack(ack) => {
-                let (ack, _) = self.with_new_via(ack);
+                let (ack, _) = self.with_new_via(ack, self.config.transport);
                 self.transmits.push_back(Transmit {
                     transport: self.config.transport,
                     destination: self.config.server,
@@ -1046,11 +1055,11 @@ impl Endpoint {
                     .invite_clients
                     .values()
                     .filter(|(_, c)| *c == id)
-                    .map(|(tx, _)| tx.invite())
-                    .max_by_key(|invite| invite.headers.cseq().map_or(0, |c| c.seq))
-                    .cloned();
-                if let Some(invite) = invite {
-                    self.start_cancel(now, &invite, id);
+                    .map(|(tx, _)| (tx.invite(), tx.destination()))
+                    .max_by_key(|(invite, _)| invite.headers.cseq().map_or(0, |c| c.seq))
+                    .map(|(invite, to)| (invite.clone(), to));
+                if let Some((invite, to)) = invite {
+                    self.start_cancel(now, &invite, to, id);
                 }
             }
             CallAction::Respond(response) => self.respond(now, response),
@@ -1059,8 +1068,14 @@ impl Endpoint {
 
     /// CANCEL (RFC 3261 §9.1): the INVITE's Request-URI, Call-ID, From, To,
     /// Route and CSeq number, and its very Via, so it matches the INVITE's
-    /// transaction at the next hop.
-    fn start_cancel(&mut self, now: Instant, invite: &Request, id: CallId) {
+    /// transaction at the next hop, where the INVITE went.
+    fn start_cancel(
+        &mut self,
+        now: Instant,
+        invite: &Request,
+        (transport, destination): (Transport, SocketAddr),
+        id: CallId,
+    ) {
         let mut cancel = Request::new(Method::Cancel, invite.uri.clone());
         for name in ["Via", "From", "To", "Call-ID"] {
             if let Some(v) = invite.headers.get(name) {
@@ -1084,28 +1099,26 @@ impl Endpoint {
             branch,
             method: Method::Cancel,
         };
-        let tx = ClientTransaction::new(
-            now,
-            &cancel,
-            self.config.transport,
-            self.config.server,
-            self.config.timers,
-        );
+        let tx = ClientTransaction::new(now, &cancel, transport, destination, self.config.timers);
         self.clients
             .insert(key, (tx, Owner::Call(id, Method::Cancel)));
     }
 
-    /// Puts our Via with a fresh branch on top of `request`.
-    fn with_new_via(&mut self, mut request: Request) -> (Request, TransactionKey) {
+    /// Puts our Via for `transport` with a fresh branch on top of `request`.
+    fn with_new_via(
+        &mut self,
+        mut request: Request,
+        transport: Transport,
+    ) -> (Request, TransactionKey) {
         let branch = format!("z9hG4bK{:016x}", self.rng.random::<u64>());
         let mut via = Via {
-            transport: self.config.transport.via_token().to_owned(),
+            transport: transport.via_token().to_owned(),
             host: Host::Ip(self.config.local.ip()),
             port: Some(self.config.local.port()),
             params: Default::default(),
         };
         via.params.set("branch", Some(&branch));
-        if self.config.transport == Transport::Udp {
+        if transport == Transport::Udp {
             via.params.set("rport", None);
         } else {
             // RFC 5923: the server may send requests for our address over
@@ -1125,6 +1138,8 @@ impl Endpoint {
         self.start_client_to(now, request, owner, transport, server);
     }
 
+    /// Starts a client transaction for `request` to `server`; over TCP
+    /// instead of UDP when it is too large for a datagram (§18.1.1).
     fn start_client_to(
         &mut self,
         now: Instant,
@@ -1133,9 +1148,62 @@ impl Endpoint {
         transport: Transport,
         server: SocketAddr,
     ) {
-        let (request, key) = self.with_new_via(request);
-        let tx = ClientTransaction::new(now, &request, transport, server, self.config.timers);
-        self.clients.insert(key, (tx, owner));
+        let hop = hop_transport(&request, transport);
+        let original = (hop != transport).then(|| (request.clone(), owner.clone()));
+        let key = self.start_client_over(now, request, owner, hop, server);
+        if let Some(original) = original {
+            tracing::debug!(method = %original.0.method, "too large for UDP: sending it over TCP");
+            self.upgraded.insert(key, original);
+        }
+    }
+
+    /// Starts a client transaction over exactly `transport`.
+    fn start_client_over(
+        &mut self,
+        now: Instant,
+        request: Request,
+        owner: Owner,
+        transport: Transport,
+        server: SocketAddr,
+    ) -> TransactionKey {
+        let (request, key) = self.with_new_via(request, transport);
+        let timers = self.config.timers;
+        match owner {
+            Owner::Call(id, Method::Invite) => {
+                let tx = InviteClientTransaction::new(now, request, transport, server, timers);
+                self.invite_clients.insert(key.clone(), (tx, id));
+            }
+            owner => {
+                let tx = ClientTransaction::new(now, &request, transport, server, timers);
+                self.clients.insert(key.clone(), (tx, owner));
+            }
+        }
+        key
+    }
+
+    /// Sends over UDP what went to `destination` over TCP only for its size.
+    fn downgrade(&mut self, now: Instant, (transport, destination): (Transport, SocketAddr)) {
+        if transport != Transport::Tcp {
+            return;
+        }
+        let failed: Vec<TransactionKey> = self
+            .upgraded
+            .keys()
+            .filter(|key| {
+                let invite = self.invite_clients.get(key).map(|(tx, _)| tx.destination());
+                let other = self.clients.get(key).map(|(tx, _)| tx.destination());
+                invite.or(other) == Some((transport, destination))
+            })
+            .cloned()
+            .collect();
+        for key in failed {
+            self.invite_clients.remove(&key);
+            self.clients.remove(&key);
+            if let Some((request, owner)) = self.upgraded.remove(&key) {
+                tracing::debug!(method = %request.method, "TCP refused: sending it over UDP after all");
+                self.start_client_over(now, request, owner, Transport::Udp, destination);
+            }
+        }
     }
 
     /// Unregisters from servers we left once that is due (at once, or for
@@ -1157,6 +1225,23 @@ impl Endpoint {
         self.leaving
             .retain(|l| l.until_registered || !l.binding.registration.is_idle());
         requests
+    }
+}
+
+/// RFC 3261 §18.1.1: a request larger than this that would go over UDP
+/// goes over TCP, since IP fragments of a large datagram are often lost.
+const UDP_REQUEST_LIMIT: usize = 1300;
+
+/// Room for the Via we put on top of a request (an IPv6 address, a port,
+/// a branch, `rport`).
+const VIA_ALLOWANCE: usize = 120;
+
+/// The transport to send `request` over where `transport` is the usual.
+fn hop_transport(request: &Request, transport: Transport) -> Transport {
+    if transport == Transport::Udp && request.to_bytes().len() + VIA_ALLOWANCE > UDP_REQUEST_LIMIT {
+        Transport::Tcp
+    } else {
+        transport
     }
 }
 
@@ -1479,5 +1564,48 @@ mod tests {
             2
         );
         assert!(!ep.is_registered());
+    }
+
+    #[test]
+    fn a_large_request_goes_over_tcp_and_over_udp_if_tcp_is_refused() {
+        let t0 = Instant::now();
+        let server: SocketAddr = "127.0.0.2:5060".parse().unwrap();
+        let mut ep = endpoint(Transport::Udp);
+        let target = Uri::parse("sip:bob@example.test").unwrap();
+        ep.place_call(t0, target.clone(), Some(Body::sdp("v=0\r\n")), None);
+        let small: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        assert_eq!(small[0].transport, Transport::Udp);
+
+        let big = Body::sdp(format!("v=0\r\n{}", "a=x\r\n".repeat(250)));
+        ep.place_call(t0, target, Some(big), None);
+        let out: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].transport, out[0].destination),
+            (Transport::Tcp, server)
+        );
+        let invite = message::parse(&out[0].payload).unwrap();
+        assert_eq!(invite.headers().via().unwrap().transport, "TCP");
+
+        ep.handle_connect_failed(t0, Transport::Tcp, server, "connection refused");
+        let out: Vec<Transmit> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        assert_eq!(out.len(), 1, "the INVITE again, and no failure");
+        assert_eq!(
+            (out[0].transport, out[0].destination),
+            (Transport::Udp, server)
+        );
+        let again = message::parse(&out[0].payload).unwrap();
+        assert_eq!(again.headers().via().unwrap().transport, "UDP");
+        assert_eq!(
+            again.headers().get("Call-ID"),
+            invite.headers().get("Call-ID")
+        );
+        assert!(!std::iter::from_fn(|| ep.poll_event()).any(|e| matches!(
+            e,
+            EndpointEvent::Call {
+                event: CallEvent::Ended { .. },
+                ..
+            }
+        )));
     }
 }
