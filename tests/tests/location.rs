@@ -93,6 +93,28 @@ fn reply(request: &str, status: &str) -> String {
     r
 }
 
+/// Alice, sending every request to `server`, with her position set (and
+/// not shared).
+async fn alice_at(server: std::net::SocketAddr) -> (Phone, locus_core::Events) {
+    let mut config = AccountConfig::new("alice", "example.test", "alice-secret");
+    config.server = Some(format!("sip:{server}"));
+    config.listen = "127.0.0.1:0".parse().ok();
+    let (alice, events) = Phone::start(config).await.unwrap();
+    alice.set_location(Some(vienna())).unwrap();
+    (alice, events)
+}
+
+/// Waits for the call to end busy (the only call these tests answer).
+async fn ends_busy(events: &mut locus_core::Events) {
+    wait_for(
+        events,
+        Duration::from_secs(5),
+        |e| matches!(e, Event::CallState { reason: Some(r), .. } if r == "busy"),
+    )
+    .await
+    .expect("the call ends busy");
+}
+
 /// Reads requests until an INVITE; answers anything else it reads with 200.
 async fn next_invite(sip: &UdpSocket) -> (String, std::net::SocketAddr) {
     let mut buf = vec![0u8; 8192];
@@ -113,11 +135,7 @@ async fn on_the_wire_only_when_shared_and_dropped_after_a_415() {
     init_logging();
     // A bare server on loopback: alice sends every request here.
     let sip = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut config = AccountConfig::new("alice", "example.test", "alice-secret");
-    config.server = Some(format!("sip:{}", sip.local_addr().unwrap()));
-    config.listen = "127.0.0.1:0".parse().ok();
-    let (alice, mut events) = Phone::start(config).await.unwrap();
-    alice.set_location(Some(vienna())).unwrap();
+    let (alice, mut events) = alice_at(sip.local_addr().unwrap()).await;
 
     alice.call("bob", CallAudio::default()).unwrap();
     let (plain, from) = next_invite(&sip).await;
@@ -175,13 +193,7 @@ async fn on_the_wire_only_when_shared_and_dropped_after_a_415() {
     sip.send_to(reply(&retry, "486 Busy Here").as_bytes(), from)
         .await
         .unwrap();
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        |e| matches!(e, Event::CallState { reason: Some(r), .. } if r == "busy"),
-    )
-    .await
-    .expect("the retried call ends busy");
+    ends_busy(&mut events).await;
     alice.shutdown().await;
 }
 
@@ -194,11 +206,7 @@ async fn an_invite_too_large_for_udp_goes_over_tcp() {
     let tcp = tokio::net::TcpListener::bind(sip.local_addr().unwrap())
         .await
         .unwrap();
-    let mut config = AccountConfig::new("alice", "example.test", "alice-secret");
-    config.server = Some(format!("sip:{}", sip.local_addr().unwrap()));
-    config.listen = "127.0.0.1:0".parse().ok();
-    let (alice, mut events) = Phone::start(config).await.unwrap();
-    alice.set_location(Some(vienna())).unwrap();
+    let (alice, mut events) = alice_at(sip.local_addr().unwrap()).await;
     alice
         .set_sharing(Sharing::with(["bob@example.test".to_owned()], None))
         .unwrap();
@@ -232,13 +240,7 @@ async fn an_invite_too_large_for_udp_goes_over_tcp() {
         .write_all(reply(&invite, "486 Busy Here").as_bytes())
         .await
         .unwrap();
-    wait_for(
-        &mut events,
-        Duration::from_secs(5),
-        |e| matches!(e, Event::CallState { reason: Some(r), .. } if r == "busy"),
-    )
-    .await
-    .expect("the call ends busy, answered over TCP");
+    ends_busy(&mut events).await;
     alice.shutdown().await;
 }
 
