@@ -7,6 +7,7 @@ import app.locus.ffi.Phone
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.PhoneListener
 import app.locus.ffi.RegistrationState
+import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.channels.BufferOverflow
 import kotlinx.coroutines.flow.MutableSharedFlow
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -46,6 +47,9 @@ class LocusPhone private constructor(
      */
     val peerLocations: StateFlow<Map<ULong, GeoLocation>> = listener.peerLocations.asStateFlow()
 
+    /** Whom each call is with, by call id: the caller's address, or whom we called. */
+    val callPeers: StateFlow<Map<ULong, String>> = listener.callPeers.asStateFlow()
+
     /** The friends we watch, by address: their last status and position. */
     val friends: StateFlow<Map<String, PhoneEvent.Friend>> = listener.friends.asStateFlow()
 
@@ -63,7 +67,12 @@ class LocusPhone private constructor(
      * WAV files the microphone and loudspeaker are used.
      */
     suspend fun call(target: String, audioIn: String? = null, audioOut: String? = null): ULong =
-        phone.call(target, audio(audioIn, audioOut))
+        phone.call(target, audio(audioIn, audioOut)).also { call ->
+            listener.callPeers.update { it + (call to target) }
+        }
+
+    /** The people to show on the map: peers of calls and friends, where they share it. */
+    fun peopleMap(scope: CoroutineScope) = PeopleMap(friends, calls, callPeers, peerLocations, scope)
 
     /** Answers an incoming call; without WAV files with the microphone and loudspeaker. */
     fun answer(call: ULong, audioIn: String? = null, audioOut: String? = null) =
@@ -135,11 +144,13 @@ class LocusPhone private constructor(
         val server = MutableStateFlow<String?>(null)
         val friends = MutableStateFlow<Map<String, PhoneEvent.Friend>>(emptyMap())
         val peerLocations = MutableStateFlow<Map<ULong, GeoLocation>>(emptyMap())
+        val callPeers = MutableStateFlow<Map<ULong, String>>(emptyMap())
 
         override fun onEvent(event: PhoneEvent) {
             when (event) {
                 is PhoneEvent.IncomingCall -> {
                     calls.update { it + (event.call to "incoming") }
+                    callPeers.update { it + (event.call to event.from) }
                     event.location?.let { where -> peerLocations.update { it + (event.call to where) } }
                 }
                 is PhoneEvent.CallLocation -> peerLocations.update { it + (event.call to event.location) }

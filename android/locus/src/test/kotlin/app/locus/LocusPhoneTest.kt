@@ -6,6 +6,9 @@ import app.locus.ffi.GeoLocation
 import app.locus.ffi.LocusException
 import app.locus.ffi.PhoneEvent
 import app.locus.ffi.RegistrationState
+import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.cancel
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.runBlocking
@@ -129,6 +132,11 @@ class LocusPhoneTest {
                 val bobIs = withTimeout(10.seconds) { alice.peerLocations.first { it.containsKey(call) } }
                 assertEquals(-33.8688, requireNotNull(bobIs[call]).lat, 1e-9)
                 assertEquals(50.0, requireNotNull(bobIs[call]).radiusM)
+                // Alice's map shows bob where he said he is.
+                val mapScope = CoroutineScope(Dispatchers.Default)
+                val pins = withTimeout(10.seconds) { alice.peopleMap(mapScope).pins.first { it.isNotEmpty() } }
+                assertEquals(listOf(Pin("call:$call", PinKind.CALL, peer, -33.8688, 151.2093, 50.0, "connected")), pins)
+                mapScope.cancel()
                 alice.mute(call)
                 alice.sendDtmf(call, "1")
                 alice.mute(call, muted = false)
