@@ -196,6 +196,15 @@ async fn presence_follows_the_phones_to_another_server() {
         .await,
         "bob's presence was not re-published at the secondary"
     );
+    // ... and removed where he left it, or watchers still at the primary
+    // would see it until it expires.
+    assert!(
+        until(Duration::from_secs(5), || primary
+            .presentity("bob")
+            .is_ok_and(|d| d.is_empty()))
+        .await,
+        "bob's presence stayed at the primary"
+    );
     // Alice's subscription made again there: its first NOTIFY.
     if !early_notify {
         wait_for(&mut alice_events, Duration::from_secs(5), |e| {

@@ -114,6 +114,8 @@ enum Owner {
     Registration(u64),
     Keepalive,
     Publication,
+    /// The removal of our document at the server of this binding generation.
+    LeavingPublication(u64),
     Subscription(u64),
     Call(CallId, Method),
 }
@@ -141,12 +143,14 @@ impl Binding {
     }
 }
 
-/// A binding on the server we left.
+/// What we leave behind at a server we moved away from: our binding, and
+/// the presence document we published there, both being removed.
 #[derive(Debug)]
 struct Leaving {
     binding: Binding,
     /// Make-before-break: removed only once the new binding is registered.
     until_registered: bool,
+    publication: Option<Publication>,
 }
 
 /// The sans-IO user agent.
@@ -364,12 +368,13 @@ impl Endpoint {
         if !until_registered {
             old.registration.stop(now);
         }
+        // Our entity tag and our subscriptions mean nothing at the new server.
+        let publication = self.publication.restart_elsewhere();
         self.leaving.push(Leaving {
             binding: old,
             until_registered,
+            publication,
         });
-        // Our entity tag and our subscriptions mean nothing at the new server.
-        self.publication.restart();
         let contact = self.config.registration.contact.clone();
         for s in self.subscriptions.values_mut() {
             s.restart(contact.clone());
@@ -757,6 +762,19 @@ impl Endpoint {
             }
             (Owner::Publication, ClientOutcome::Failed(f)) => {
                 self.publication.handle_failure(now, &f)
+            }
+            (Owner::LeavingPublication(generation), outcome) => {
+                let publication = self
+                    .leaving
+                    .iter_mut()
+                    .find(|l| l.binding.generation == generation)
+                    .and_then(|l| l.publication.as_mut());
+                if let Some(p) = publication {
+                    match outcome {
+                        ClientOutcome::Response(r) => p.handle_response(now, &r),
+                        ClientOutcome::Failed(f) => p.handle_failure(now, &f),
+                    }
+                }
             }
             (Owner::Subscription(id), outcome) => {
                 if let Some(s) = self.subscriptions.get_mut(&id) {
@@ -1221,9 +1239,23 @@ impl Endpoint {
             while let Some(ev) = l.binding.registration.poll_event() {
                 tracing::debug!(server = %l.binding.server, ?ev, "binding at a server we left");
             }
+            if let Some(p) = &mut l.publication {
+                let b = &l.binding;
+                let owner = Owner::LeavingPublication(b.generation);
+                requests.extend(
+                    std::iter::from_fn(|| p.poll_request())
+                        .map(|r| (r, owner.clone(), b.transport, b.server)),
+                );
+                while let Some(ev) = p.poll_event() {
+                    tracing::debug!(server = %b.server, ?ev, "presence at a server we left");
+                }
+            }
         }
-        self.leaving
-            .retain(|l| l.until_registered || !l.binding.registration.is_idle());
+        self.leaving.retain(|l| {
+            l.until_registered
+                || !l.binding.registration.is_idle()
+                || l.publication.as_ref().is_some_and(Publication::is_busy)
+        });
         requests
     }
 }

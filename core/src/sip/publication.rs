@@ -136,13 +136,24 @@ impl Publication {
         }
     }
 
-    /// Publishes again from scratch (another server: our tag means nothing
-    /// there).
-    pub fn restart(&mut self) {
-        self.etag = None;
+    /// Publishes again from scratch at another server, where our tag means
+    /// nothing; returns an agent that removes what we published at the old
+    /// one, which would otherwise show watchers still there a stale
+    /// document until it expires.
+    pub fn restart_elsewhere(&mut self) -> Option<Publication> {
+        let leftover = self.etag.take().map(|etag| {
+            let mut old = Publication::new(self.config.clone(), self.rng.random());
+            old.call_id = self.call_id.clone();
+            old.from_tag = self.from_tag.clone();
+            old.cseq = self.cseq;
+            old.etag = Some(etag);
+            old.unpublish();
+            old
+        });
         if self.document.is_some() && self.state != State::Removing {
             self.send(true);
         }
+        leftover
     }
 
     /// Whether a PUBLISH is in flight.
@@ -460,7 +471,14 @@ mod tests {
         let again = p.poll_request().unwrap();
         assert_eq!(&again.body[..], &first.body[..]);
         p.handle_response(due, &answer(&again, 200, &[("SIP-ETag", "e1")]));
-        p.restart();
+        let mut old = p.restart_elsewhere().expect("a removal at the old server");
+        let removal = old.poll_request().unwrap();
+        assert_eq!(removal.headers.get("SIP-If-Match"), Some("e1"));
+        assert_eq!(removal.headers.get("Expires"), Some("0"));
+        assert!(removal.body.is_empty());
+        old.handle_response(due, &answer(&removal, 200, &[]));
+        assert_eq!(old.poll_event(), Some(PublicationEvent::Unpublished));
+        assert!(!old.is_busy());
         let moved = p.poll_request().unwrap();
         assert_eq!(moved.headers.get("SIP-If-Match"), None);
         assert_eq!(&moved.body[..], b"<one/>");
