@@ -8,4 +8,9 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The test harness runs the discovery service as a process and builds it on
+# demand, with that package's own feature set: that is a minute of compiling
+# inside the first test that needs it, starving the tests beside it. Built
+# here, the harness finds it up to date.
+cargo build --locked -p locus-discovery --bin locus-discovery
 cargo test --workspace --locked
