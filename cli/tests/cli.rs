@@ -343,7 +343,7 @@ fn friends_see_each_other_and_where_they_are() {
     let friends = |user: &str, friend: &str, extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_locus"))
             .args([
-                "--json", "friends", friend, "--for", "4", "--user", user, "--domain",
+                "--json", "friends", friend, "--for", "6", "--user", user, "--domain",
             ])
             .arg(k.domain())
             .args(["--password", &format!("{user}-secret"), "--server", &server])
