@@ -240,16 +240,15 @@ impl Call {
         let mut rng = StdRng::seed_from_u64(seed);
         let call_id = format!("{:016x}{:016x}", rng.random::<u64>(), rng.random::<u64>());
         let tag = format!("{:08x}", rng.random::<u32>());
-        let mut invite = Request::new(Method::Invite, target.clone());
-        let h = &mut invite.headers;
-        h.push("Max-Forwards", "70");
-        h.push(
-            "From",
-            format!("{};tag={tag}", NameAddr::new(config.local.clone())),
+        let mut invite = Request::out_of_dialog(
+            Method::Invite,
+            target.clone(),
+            (&config.local, &tag),
+            &target,
+            &call_id,
+            1,
         );
-        h.push("To", NameAddr::new(target).to_string());
-        h.push("Call-ID", call_id);
-        h.push("CSeq", "1 INVITE");
+        let h = &mut invite.headers;
         h.push("Contact", NameAddr::new(config.contact.clone()).to_string());
         h.push("Allow", ALLOW);
         h.push("Supported", "timer, 100rel");

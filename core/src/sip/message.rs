@@ -318,6 +318,31 @@ impl Request {
         }
     }
 
+    /// A request outside any dialog (REGISTER, PUBLISH, an initial
+    /// SUBSCRIBE or INVITE) to `to` at `uri`: Max-Forwards, From with our
+    /// tag, To, Call-ID and CSeq; the caller adds the rest.
+    pub fn out_of_dialog(
+        method: Method,
+        uri: Uri,
+        (from, from_tag): (&Uri, &str),
+        to: &Uri,
+        call_id: &str,
+        cseq: u32,
+    ) -> Request {
+        let cseq = format!("{cseq} {}", method.as_str());
+        let mut request = Request::new(method, uri);
+        let h = &mut request.headers;
+        h.push("Max-Forwards", "70");
+        h.push(
+            "From",
+            format!("{};tag={from_tag}", NameAddr::new(from.clone())),
+        );
+        h.push("To", NameAddr::new(to.clone()).to_string());
+        h.push("Call-ID", call_id);
+        h.push("CSeq", cseq);
+        request
+    }
+
     /// The bytes to put on the wire.
     pub fn to_bytes(&self) -> Vec<u8> {
         write_message(

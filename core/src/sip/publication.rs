@@ -13,7 +13,6 @@ use rand::{Rng, SeedableRng};
 use super::auth::Authenticator;
 use super::call::Body;
 use super::digest::Password;
-use super::header::NameAddr;
 use super::message::{Method, Request, Response};
 use super::transaction::ClientFailure;
 use super::uri::Uri;
@@ -323,16 +322,15 @@ impl Publication {
     fn request(&mut self, expires: u32) -> Request {
         self.cseq += 1;
         let c = &self.config;
-        let mut request = Request::new(Method::Publish, c.aor.clone());
-        let h = &mut request.headers;
-        h.push("Max-Forwards", "70");
-        h.push(
-            "From",
-            format!("{};tag={}", NameAddr::new(c.aor.clone()), self.from_tag),
+        let mut request = Request::out_of_dialog(
+            Method::Publish,
+            c.aor.clone(),
+            (&c.aor, &self.from_tag),
+            &c.aor,
+            &self.call_id,
+            self.cseq,
         );
-        h.push("To", NameAddr::new(c.aor.clone()).to_string());
-        h.push("Call-ID", self.call_id.clone());
-        h.push("CSeq", format!("{} PUBLISH", self.cseq));
+        let h = &mut request.headers;
         h.push("Event", c.event.clone());
         h.push("Expires", expires.to_string());
         if let Some(tag) = &self.etag {

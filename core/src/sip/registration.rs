@@ -541,16 +541,15 @@ impl Registration {
         self.wake_at = None;
         self.cseq += 1;
         let c = &self.config;
-        let mut req = Request::new(Method::Register, c.registrar.clone());
-        let h = &mut req.headers;
-        h.push("Max-Forwards", "70");
-        h.push(
-            "From",
-            format!("{};tag={}", NameAddr::new(c.aor.clone()), self.from_tag),
+        let mut req = Request::out_of_dialog(
+            Method::Register,
+            c.registrar.clone(),
+            (&c.aor, &self.from_tag),
+            &c.aor,
+            &self.call_id,
+            self.cseq,
         );
-        h.push("To", NameAddr::new(c.aor.clone()).to_string());
-        h.push("Call-ID", self.call_id.clone());
-        h.push("CSeq", format!("{} REGISTER", self.cseq));
+        let h = &mut req.headers;
         h.push(
             "Contact",
             format!(

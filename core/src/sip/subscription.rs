@@ -358,16 +358,14 @@ impl Subscription {
     fn send_initial(&mut self) {
         self.cseq += 1;
         let c = &self.config;
-        let mut request = Request::new(Method::Subscribe, c.target.clone());
-        let h = &mut request.headers;
-        h.push("Max-Forwards", "70");
-        h.push(
-            "From",
-            format!("{};tag={}", NameAddr::new(c.local.clone()), self.from_tag),
+        let mut request = Request::out_of_dialog(
+            Method::Subscribe,
+            c.target.clone(),
+            (&c.local, &self.from_tag),
+            &c.target,
+            &self.call_id,
+            self.cseq,
         );
-        h.push("To", NameAddr::new(c.target.clone()).to_string());
-        h.push("Call-ID", self.call_id.clone());
-        h.push("CSeq", format!("{} SUBSCRIBE", self.cseq));
         self.decorate(&mut request, self.expires);
         self.state = State::Subscribing;
         self.queue(request);
