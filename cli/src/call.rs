@@ -1,11 +1,11 @@
 //! `locus call` and `locus answer`.
 
-use locus_core::location::sharing::Sharing;
 use locus_core::location::Location;
 use locus_core::{AccountConfig, CallAudio, CallState, Event};
 
 use crate::output::Output;
 use crate::register::{deadline, shutdown, start_registered, until};
+use crate::sharing::share_with;
 use crate::CliError;
 
 /// Places a call; hangs up after `duration` of connected time, or when the
@@ -21,10 +21,7 @@ pub async fn call(
 ) -> Result<(), CliError> {
     let (phone, mut events) = start_registered(config, out).await?;
     if let Some(location) = location {
-        // Given on the command line for this call: shared with this callee.
-        let callee = phone.address_of(target)?.to_string();
-        phone.set_location(Some(location))?;
-        phone.set_sharing(Sharing::with([callee], None))?;
+        share_with(&phone, location, &[target])?;
     }
     let placed = match phone.call(target, audio) {
         Ok(pending) => pending.id().await,
@@ -86,10 +83,6 @@ pub async fn answer(
     out: &Output,
 ) -> Result<(), CliError> {
     let (phone, mut events) = start_registered(config, out).await?;
-    let sharing = location.is_some();
-    if sharing {
-        phone.set_location(location)?;
-    }
     let mut callers = Vec::new();
     let end = deadline(duration);
     loop {
@@ -98,10 +91,10 @@ pub async fn answer(
                 let Some(ev) = ev else { break };
                 out.event(None, &ev);
                 if let (Event::IncomingCall { call, from, .. }, true) = (&ev, auto) {
-                    if sharing {
+                    if let Some(location) = &location {
                         // Whom we answer learns where we are; nobody else.
                         callers.push(from.clone());
-                        phone.set_sharing(Sharing::with(callers.clone(), None))?;
+                        share_with(&phone, location.clone(), &callers)?;
                     }
                     phone.answer(*call, audio.clone())?;
                 }

@@ -1,11 +1,11 @@
 //! `locus friends`: publishes our presence and watches our friends'.
 
-use locus_core::location::sharing::Sharing;
 use locus_core::location::Location;
 use locus_core::AccountConfig;
 
 use crate::output::Output;
 use crate::register::{deadline, shutdown, start_registered, until};
+use crate::sharing::share_with;
 use crate::CliError;
 
 /// Registers, publishes our presence (our position too when given, shared
@@ -20,12 +20,7 @@ pub async fn run(
 ) -> Result<(), CliError> {
     let (phone, mut events) = start_registered(config, out).await?;
     if let Some(location) = location {
-        let allowed = friends
-            .iter()
-            .map(|f| phone.address_of(f).map(|a| a.to_string()))
-            .collect::<Result<Vec<_>, _>>()?;
-        phone.set_location(Some(location))?;
-        phone.set_sharing(Sharing::with(allowed, None))?;
+        share_with(&phone, location, friends)?;
     }
     phone.publish_presence(true)?;
     for friend in friends {

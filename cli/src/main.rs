@@ -8,6 +8,7 @@ mod devices;
 mod friends;
 mod output;
 mod register;
+mod sharing;
 
 use std::process::ExitCode;
 
