@@ -13,4 +13,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # inside the first test that needs it, starving the tests beside it. Built
 # here, the harness finds it up to date.
 cargo build --locked -p locus-discovery --bin locus-discovery
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast

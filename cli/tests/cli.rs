@@ -188,16 +188,19 @@ fn call_and_answer_as_two_processes() {
         String::from_utf8_lossy(&call.stderr)
     );
     let events = json_lines(&call);
-    let states: Vec<_> = events
+    let mut states: Vec<_> = events
         .iter()
         .filter(|e| e["event"] == "call_state")
         .map(|e| e["state"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(
-        states,
-        ["calling", "ringing", "connected", "ended"],
-        "{events:?}"
-    );
+    // `--auto` answers at once, so Bob's 180 and 200 leave together; two
+    // Kamailio workers relay them to Alice's TCP connection and the 200 may
+    // overtake the 180, which then belongs to a finished transaction. Either
+    // order is a correct call.
+    if states.get(1).map(String::as_str) == Some("ringing") {
+        states.remove(1);
+    }
+    assert_eq!(states, ["calling", "connected", "ended"], "{events:?}");
     let stats = events
         .iter()
         .find(|e| e["event"] == "call_stats")
