@@ -32,6 +32,15 @@
 //!   decoding stage ([`Playout::Excess`]), which drops it only inside a
 //!   pause, then frame after frame while the pause and the excess last;
 //!   after [`EXCESS_OFFERS`] kept offers in a row one goes anyway.
+//! - Whole frames are too coarse for the last few milliseconds: on a clean
+//!   path, where the target is one frame, a packet whose arrival falls just
+//!   before its turn misses it whenever either end's scheduling wobbles,
+//!   and each miss stretches the audio by a frame. So the buffer keeps the
+//!   smallest recent time between a packet's arrival and its turn, and, on
+//!   a path clean enough for a one-frame target, asks
+//!   ([`JitterBuffer::realign`]) for a few milliseconds of silence inside a
+//!   pause when that falls under [`PLAYOUT_MARGIN_MS`], which moves every
+//!   later turn that much after the arrivals.
 //! - A packet arriving after its turn is late: dropped and counted. A
 //!   duplicate is dropped. A new SSRC, or a sequence or timestamp jump far
 //!   beyond any jitter, starts the stream afresh.
@@ -114,6 +123,22 @@ const LOSS_SMOOTHING: f64 = 1.0 / 200.0;
 pub const EXCESS_OFFERS: u32 = 50;
 /// A sequence or timestamp jump beyond this many frames restarts the stream.
 const RESET_FRAMES: i64 = 500;
+/// Time a packet should be here before its turn: room for the wobble of
+/// both ends' 5 ms media polls, which the 10 ms histogram buckets miss.
+pub const PLAYOUT_MARGIN_MS: f64 = 4.0;
+/// The smallest recent arrival-to-turn time forgets at 1 ms per second of
+/// packets, as the baseline does.
+const SLACK_CREEP_MS_PER_PACKET: f64 = 0.02;
+/// Packets the histogram needs before its target tells a clean path (a
+/// second's worth).
+const SETTLED_PACKETS: u32 = 50;
+
+/// A packet waiting for its turn, with when it came.
+#[derive(Debug)]
+struct Buffered {
+    arrived: Instant,
+    packet: Packet,
+}
 
 /// The adaptive jitter buffer.
 #[derive(Debug)]
@@ -124,7 +149,7 @@ pub struct JitterBuffer {
     /// Extended sequence of the next frame to play.
     next: Option<i64>,
     last_ext_seq: Option<i64>,
-    packets: BTreeMap<i64, Packet>,
+    packets: BTreeMap<i64, Buffered>,
     first: Option<(Instant, u32)>,
     baseline_ms: f64,
     histogram: [f64; BUCKETS],
@@ -143,6 +168,10 @@ pub struct JitterBuffer {
     excess_offers: u32,
     /// Fraction of recent frames lost, smoothed.
     loss_rate: f64,
+    /// Smallest recent time from a packet's arrival to its turn, in ms.
+    slack_ms: Option<f64>,
+    /// Packets in the delay histogram since the stream (re)started.
+    timed_seen: u32,
     stats: JitterStats,
 }
 
@@ -167,6 +196,8 @@ impl JitterBuffer {
             underrun_frames: 0,
             excess_offers: 0,
             loss_rate: 0.0,
+            slack_ms: None,
+            timed_seen: 0,
             stats: JitterStats::default(),
         }
     }
@@ -244,7 +275,13 @@ impl JitterBuffer {
                 self.start_at = Some(now + self.target.saturating_sub(self.frame));
             }
         }
-        self.packets.insert(ext, packet);
+        self.packets.insert(
+            ext,
+            Buffered {
+                arrived: now,
+                packet,
+            },
+        );
     }
 
     /// The frame to play now; call once per frame period.
@@ -262,10 +299,15 @@ impl JitterBuffer {
             return adjusted;
         }
         let next = self.next.unwrap_or(next);
-        if let Some(p) = self.packets.remove(&next) {
+        if let Some(b) = self.packets.remove(&next) {
             self.next = Some(next + 1);
             self.mark_played(next);
-            return Playout::Packet(p.payload);
+            let slack = now.saturating_duration_since(b.arrived).as_secs_f64() * 1000.0;
+            self.slack_ms = Some(
+                self.slack_ms
+                    .map_or(slack, |s| (s + SLACK_CREEP_MS_PER_PACKET).min(slack)),
+            );
+            return Playout::Packet(b.packet.payload);
         }
         let later_buffered = self
             .packets
@@ -290,9 +332,9 @@ impl JitterBuffer {
         self.stats.lost += 1;
         self.loss_rate += (1.0 - self.loss_rate) * LOSS_SMOOTHING;
         match self.packets.get(&(next + 1)) {
-            Some(p) => {
+            Some(b) => {
                 self.stats.fec_recovered += 1;
-                Playout::Fec(p.payload.clone())
+                Playout::Fec(b.packet.payload.clone())
             }
             None => Playout::Conceal,
         }
@@ -315,7 +357,7 @@ impl JitterBuffer {
         // Dropping a frame discards audio, so it takes a full frame of excess:
         // the one frame an isolated loss adds is cheaper kept than dropped.
         if self.filtered_level_ms > target_ms + frame_ms && level_ms > target_ms {
-            if let Some(p) = self.packets.remove(&next) {
+            if let Some(b) = self.packets.remove(&next) {
                 self.next = Some(next + 1);
                 if self.excess_offers >= EXCESS_OFFERS {
                     self.shorten();
@@ -325,7 +367,7 @@ impl JitterBuffer {
                 self.mark_played(next);
                 // Offer again next frame unless this one is dropped.
                 self.since_adjust = ADJUST_EVERY - 1;
-                return Some(Playout::Excess(p.payload));
+                return Some(Playout::Excess(b.packet.payload));
             }
         }
         self.excess_offers = 0;
@@ -336,6 +378,28 @@ impl JitterBuffer {
             return Some(Playout::Conceal);
         }
         None
+    }
+
+    /// How much silence to play now so that packets keep
+    /// [`PLAYOUT_MARGIN_MS`] between their arrival and their turn, in whole
+    /// milliseconds; counted as played once asked. Ask only in a pause.
+    pub fn realign(&mut self) -> Duration {
+        // The first packet sets the phase for the whole stream, so it gets
+        // its margin at once. After that, only once the histogram has seen
+        // enough to tell a clean path (a one-frame target) from a jittery
+        // one: there the target already holds the jitter's quantile, and a
+        // margin on top would only add delay for the few packets it lets go.
+        let first = self.stats.played == 1;
+        let clean = self.timed_seen >= SETTLED_PACKETS && self.target <= self.frame;
+        let Some(slack) = self.slack_ms.filter(|_| first || clean) else {
+            return Duration::ZERO;
+        };
+        let short = (PLAYOUT_MARGIN_MS - slack).ceil();
+        if short <= 0.0 {
+            return Duration::ZERO;
+        }
+        self.slack_ms = Some(slack + short);
+        Duration::from_millis(short as u64)
     }
 
     /// The decoding stage dropped the [`Playout::Excess`] frame it was
@@ -384,6 +448,7 @@ impl JitterBuffer {
         } else {
             self.baseline_ms += BASELINE_CREEP_MS_PER_PACKET;
         }
+        self.timed_seen = self.timed_seen.saturating_add(1);
         let jitter_ms = (relative - self.baseline_ms).max(0.0);
         for h in &mut self.histogram {
             *h *= FORGET;
@@ -439,6 +504,8 @@ impl JitterBuffer {
         self.filtered_level_ms = 0.0;
         self.since_adjust = 0;
         self.excess_offers = 0;
+        self.slack_ms = None;
+        self.timed_seen = 0;
     }
 }
 
@@ -446,6 +513,7 @@ impl JitterBuffer {
 mod tests {
     use super::*;
     use crate::media::network_trace::{generate, replay, Network, Report};
+    use rand::{Rng, SeedableRng};
 
     const FRAMES: u32 = 3000;
 
@@ -623,5 +691,46 @@ mod tests {
         jb.push(t0, packet(40_000, 2));
         assert_eq!(jb.stats().resets, 2);
         assert_eq!(jb.buffered(), Duration::from_millis(20));
+    }
+
+    /// Packets arriving 0-3 ms after a turn 1 ms past the nominal one: a
+    /// frame-only buffer misses about every other turn by a hair.
+    fn arrivals_at_the_edge(realign: bool) -> (JitterStats, Duration) {
+        let t0 = Instant::now();
+        let frame = Duration::from_millis(20);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let arrivals: Vec<Instant> = (0..500u32)
+            .map(|k| t0 + frame * k + Duration::from_millis(rng.random_range(0..=3)))
+            .collect();
+        let mut jb = JitterBuffer::new(48_000, frame);
+        let mut turn = t0 + Duration::from_millis(1);
+        let mut pushed = 0;
+        let mut padded = Duration::ZERO;
+        for _ in 0..500 {
+            while pushed < arrivals.len() && arrivals[pushed] <= turn {
+                jb.push(arrivals[pushed], packet(pushed as u16, 1));
+                pushed += 1;
+            }
+            jb.pop(turn);
+            let pad = if realign {
+                jb.realign()
+            } else {
+                Duration::ZERO
+            };
+            padded += pad;
+            turn += frame + pad;
+        }
+        (jb.stats(), padded)
+    }
+
+    #[test]
+    fn packets_arriving_at_their_turn_are_given_a_margin_once() {
+        let (without, _) = arrivals_at_the_edge(false);
+        assert!(without.expanded > 0, "{without:?}");
+        let (with, padded) = arrivals_at_the_edge(true);
+        // One wobble may be missed before the first realignment; then the
+        // turns sit the margin past the latest arrivals, for a few ms.
+        assert!(with.expanded <= 1, "{with:?}");
+        assert!(padded <= Duration::from_millis(10), "{padded:?}");
     }
 }

@@ -220,7 +220,8 @@ pub fn replay(arrivals: &[Arrival], sent: u32, clock_rate: u32) -> Report {
             Playout::Fec(_) | Playout::Conceal => concealed += 1,
             Playout::Silence => {}
         }
-        tick += frame;
+        // A trace carries no audio: every frame is a pause to realign in.
+        tick += frame + jb.realign();
     }
     waits.sort();
     let stats = jb.stats();

@@ -128,6 +128,8 @@ pub struct MediaStream {
     silent: bool,
     /// Quiet frames played in a row, to find pauses.
     quiet_run: u32,
+    /// Whether the frame before the last one played was quiet.
+    quiet_before: bool,
     events: Vec<MediaEvent>,
     stats: StreamStats,
 }
@@ -167,6 +169,7 @@ impl MediaStream {
             media_timeout: DEFAULT_MEDIA_TIMEOUT,
             silent: false,
             quiet_run: 0,
+            quiet_before: false,
             events: Vec::new(),
             stats: StreamStats::default(),
         })
@@ -412,10 +415,23 @@ impl MediaStream {
         self.fit(frame)
     }
 
+    /// Silence to play *before* the frame just taken, so that packets keep
+    /// their margin before their turn ([`JitterBuffer::realign`]); only
+    /// when the frame before it was quiet, where a few milliseconds more of
+    /// pause are not heard. The silence before a stream's first packet
+    /// counts, so a call starts with the margin.
+    pub fn playout_pad(&mut self) -> Duration {
+        if !self.quiet_before {
+            return Duration::ZERO;
+        }
+        self.jitter.realign()
+    }
+
     /// A decoded frame at exactly one frame's length, counted into the
     /// run of quiet frames.
     fn fit(&mut self, mut frame: Vec<i16>) -> Vec<i16> {
         frame.resize(self.frame_samples(), 0);
+        self.quiet_before = self.quiet_run > 0;
         self.quiet_run = if is_quiet(&frame) {
             self.quiet_run.saturating_add(1)
         } else {

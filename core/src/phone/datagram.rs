@@ -10,7 +10,7 @@
 use std::io;
 use std::net::SocketAddr;
 
-/// A UDP socket for the driver and the media tasks.
+/// A UDP socket for the driver and the call media threads.
 #[derive(Debug)]
 pub(crate) struct DatagramSocket {
     receive: tokio::net::UdpSocket,

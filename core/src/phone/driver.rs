@@ -163,6 +163,8 @@ pub(crate) struct Driver {
     updates_rx: mpsc::UnboundedReceiver<SourceUpdate>,
     restart_watch: Arc<Notify>,
     watcher: Option<JoinHandle<()>>,
+    /// Media threads of ended calls, joined before the driver stops.
+    media_ending: Vec<std::thread::JoinHandle<()>>,
     /// Our position and the user's sharing rules.
     whereabouts: Whereabouts,
     /// Watched friends by subscription id.
@@ -212,6 +214,7 @@ impl Driver {
             updates_rx,
             restart_watch: Arc::new(Notify::new()),
             watcher: None,
+            media_ending: Vec::new(),
             whereabouts,
             friends: HashMap::new(),
         }
@@ -264,6 +267,17 @@ impl Driver {
         self.flush();
         if let Some(watcher) = self.watcher.take() {
             watcher.abort();
+        }
+        let media = std::mem::take(&mut self.media_ending);
+        let joined = tokio::task::spawn_blocking(move || {
+            for thread in media {
+                if thread.join().is_err() {
+                    tracing::error!("a call media thread panicked");
+                }
+            }
+        });
+        if let Err(e) = joined.await {
+            tracing::error!(error = %e, "joining the call media threads failed");
         }
         if let Some((done, _)) = self.shutdown.take() {
             let _ = done.send(());
@@ -525,14 +539,16 @@ impl Driver {
                 let Some(slot) = self.calls.remove(&call) else {
                     return;
                 };
-                if let Some(media) = slot.media {
-                    media.stop();
-                }
                 self.emit(Event::CallState {
                     call,
                     state: CallState::Ended,
                     reason: Some(end_reason(&reason)),
                 });
+                // After `ended`: the media thread's last statistics follow it.
+                if let Some(thread) = slot.media.and_then(MediaHandle::stop) {
+                    self.media_ending.retain(|t| !t.is_finished());
+                    self.media_ending.push(thread);
+                }
             }
         }
     }
