@@ -2,11 +2,13 @@
 //! plays the input file (16-bit PCM, any rate, stereo mixed to mono) and
 //! playout is recorded to the output file, both paced by a real clock on
 //! their own thread, 5 ms at a time, as a sound card would. (The ALSA null
-//! device is not paced, so it cannot stand in for this.)
+//! device is not paced, so it cannot stand in for this.) The file is
+//! written by a thread of its own: a write that waits for the disk would
+//! stop the device's clock, which a sound card's never does.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,7 +29,8 @@ pub struct WavDevice {
     rate: u32,
     stop: Arc<AtomicBool>,
     finished: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<(), AudioError>>>,
+    thread: Option<WavThread>,
+    recorder: Option<WavThread>,
 }
 
 impl WavDevice {
@@ -45,6 +48,7 @@ impl WavDevice {
             rate,
             stop: Arc::new(AtomicBool::new(false)),
             thread: None,
+            recorder: None,
         })
     }
 }
@@ -85,18 +89,11 @@ impl AudioDevice for WavDevice {
 
     fn start(&mut self) -> Result<AudioIo, AudioError> {
         let (io, device) = rings(self.rate, RING_FRAMES);
-        let writer = match &self.output {
+        let recording = match &self.output {
             Some(path) => {
-                let spec = hound::WavSpec {
-                    channels: 1,
-                    sample_rate: self.rate,
-                    bits_per_sample: 16,
-                    sample_format: hound::SampleFormat::Int,
-                };
-                Some((
-                    hound::WavWriter::create(path, spec).map_err(wav_error(path))?,
-                    path.clone(),
-                ))
+                let (chunks, recorder) = record(path, self.rate)?;
+                self.recorder = Some(recorder);
+                Some(chunks)
             }
             None => None,
         };
@@ -106,7 +103,7 @@ impl AudioDevice for WavDevice {
         let finished = Arc::clone(&self.finished);
         let thread = std::thread::Builder::new()
             .name("locus-wav".into())
-            .spawn(move || run(input, writer, rate, device, &stop, &finished))
+            .spawn(move || run(input, recording, rate, device, &stop, &finished))
             .map_err(AudioError::Thread)?;
         self.thread = Some(thread);
         Ok(io)
@@ -122,13 +119,10 @@ impl AudioDevice for WavDevice {
 
     fn stop(&mut self) -> Result<(), AudioError> {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(AudioError::Thread(std::io::Error::other(
-                "the WAV thread panicked",
-            ))),
-            None => Ok(()),
-        }
+        // The device thread first: its end closes the recorder's queue.
+        let played = join(self.thread.take());
+        let recorded = join(self.recorder.take());
+        played.and(recorded)
     }
 }
 
@@ -138,11 +132,51 @@ impl Drop for WavDevice {
     }
 }
 
+/// The device's and the recorder's threads.
+type WavThread = JoinHandle<Result<(), AudioError>>;
+
+/// Waits for a device or recorder thread and returns its result.
+fn join(thread: Option<WavThread>) -> Result<(), AudioError> {
+    match thread.map(JoinHandle::join) {
+        Some(Ok(result)) => result,
+        Some(Err(_)) => Err(AudioError::Thread(std::io::Error::other(
+            "a WAV thread panicked",
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Creates `path` and starts the thread that writes the chunks sent to it,
+/// finishing the file when the sender is dropped.
+fn record(path: &Path, rate: u32) -> Result<(mpsc::Sender<Vec<i16>>, WavThread), AudioError> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec).map_err(wav_error(path))?;
+    let path = path.to_path_buf();
+    let (chunks, received) = mpsc::channel::<Vec<i16>>();
+    let thread = std::thread::Builder::new()
+        .name("locus-wav-record".into())
+        .spawn(move || {
+            for chunk in received {
+                for sample in chunk {
+                    writer.write_sample(sample).map_err(wav_error(&path))?;
+                }
+            }
+            writer.finalize().map_err(wav_error(&path))
+        })
+        .map_err(AudioError::Thread)?;
+    Ok((chunks, thread))
+}
+
 /// The device thread: every period, the next samples of the file into the
-/// capture ring and as many from the playout ring into the file.
+/// capture ring and as many from the playout ring to the recorder.
 fn run(
     input: Vec<i16>,
-    mut writer: Option<(hound::WavWriter<std::io::BufWriter<std::fs::File>>, PathBuf)>,
+    mut recording: Option<mpsc::Sender<Vec<i16>>>,
     rate: u32,
     mut io: DeviceIo,
     stop: &AtomicBool,
@@ -166,14 +200,11 @@ fn run(
         if position >= input.len() {
             finished.store(true, Ordering::Relaxed);
         }
-        if let Some((w, path)) = writer.as_mut() {
-            for _ in 0..n {
-                let sample = io.playout.pop().unwrap_or(0);
-                w.write_sample(sample).map_err(wav_error(path))?;
-            }
-        } else {
-            for _ in 0..n {
-                let _ = io.playout.pop();
+        let played: Vec<i16> = (0..n).map(|_| io.playout.pop().unwrap_or(0)).collect();
+        if let Some(chunks) = &recording {
+            if chunks.send(played).is_err() {
+                // The recorder stopped on an error; `stop` reports it.
+                recording = None;
             }
         }
         next += period;
@@ -184,9 +215,6 @@ fn run(
             // Far behind (a suspended process): skip ahead, don't burst.
             next = now;
         }
-    }
-    if let Some((w, path)) = writer {
-        w.finalize().map_err(wav_error(&path))?;
     }
     Ok(())
 }
