@@ -12,6 +12,7 @@ pub mod echo;
 #[cfg(not(feature = "echo-cancellation"))]
 #[path = "echo_passthrough.rs"]
 pub mod echo;
+pub mod priority;
 pub mod resample;
 pub mod sound_card;
 pub mod wav;

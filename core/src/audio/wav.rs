@@ -103,7 +103,10 @@ impl AudioDevice for WavDevice {
         let finished = Arc::clone(&self.finished);
         let thread = std::thread::Builder::new()
             .name("locus-wav".into())
-            .spawn(move || run(input, recording, rate, device, &stop, &finished))
+            .spawn(move || {
+                super::priority::raise_current_thread();
+                run(input, recording, rate, device, &stop, &finished)
+            })
             .map_err(AudioError::Thread)?;
         self.thread = Some(thread);
         Ok(io)

@@ -156,6 +156,7 @@ pub(crate) fn spawn(
     let started = std::thread::Builder::new()
         .name(format!("locus-media-{call}"))
         .spawn(move || {
+            crate::audio::priority::raise_current_thread();
             let events = thread_events;
             let outcome = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
