@@ -397,7 +397,8 @@ impl Phone {
     }
 
     /// Sets our position (`None` forgets it); it is sent only to contacts
-    /// [`Phone::share_location`] allows.
+    /// [`Phone::share_location`] allows, in new calls and to the peer of a
+    /// call under way once we moved beyond what it knows.
     pub fn set_location(&self, location: Option<GeoLocation>) -> Result<(), LocusError> {
         let location = location.map(TryInto::try_into).transpose()?;
         self.with_phone(|p| p.set_location(location))

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use locus_core::location::sharing::Sharing;
 use locus_core::location::{Location, Timestamp};
-use locus_core::{AccountConfig, CallAudio, Event, Phone, Transport};
-use locus_tests::phones::{init_logging, registered, wait_for};
+use locus_core::{AccountConfig, CallAudio, CallState, Event, Phone, Transport};
+use locus_tests::phones::{init_logging, reach, registered, wait_for};
 use locus_tests::{Kamailio, KamailioConfig};
 use tokio::net::UdpSocket;
 
@@ -28,6 +28,18 @@ async fn incoming(events: &mut locus_core::Events) -> (u64, Option<Location>, Ve
     (call, location, before)
 }
 
+/// Alice calls Bob; his incoming call, and the position it carries.
+async fn alice_calls_bob(alice: &Phone, bob: &mut locus_core::Events) -> (u64, Option<Location>) {
+    alice
+        .call("bob", CallAudio::default())
+        .unwrap()
+        .id()
+        .await
+        .unwrap();
+    let (call, location, _) = incoming(bob).await;
+    (call, location)
+}
+
 #[tokio::test]
 async fn the_callee_sees_where_the_caller_is_only_when_shared() {
     init_logging();
@@ -37,13 +49,7 @@ async fn the_callee_sees_where_the_caller_is_only_when_shared() {
     alice.set_location(Some(vienna())).unwrap();
 
     // Off by default: nothing.
-    alice
-        .call("bob", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    let (call, location, _) = incoming(&mut bob_events).await;
+    let (call, location) = alice_calls_bob(&alice, &mut bob_events).await;
     assert_eq!(location, None);
     bob.reject(call, true).unwrap();
 
@@ -51,13 +57,7 @@ async fn the_callee_sees_where_the_caller_is_only_when_shared() {
     alice
         .set_sharing(Sharing::with(["bob@example.test".to_owned()], Some(1000.0)))
         .unwrap();
-    alice
-        .call("bob", CallAudio::default())
-        .unwrap()
-        .id()
-        .await
-        .unwrap();
-    let (call, location, _) = incoming(&mut bob_events).await;
+    let (call, location) = alice_calls_bob(&alice, &mut bob_events).await;
     let seen = location.expect("bob sees alice's location");
     let metres = |a: f64, b: f64| (a - b).abs() * 111_320.0;
     assert!(metres(seen.lat, 48.2085) < 1000.0, "{seen:?}");
@@ -68,6 +68,48 @@ async fn the_callee_sees_where_the_caller_is_only_when_shared() {
     assert_eq!(seen.radius_m, 1000.0);
     assert!(seen.timestamp.is_some());
     bob.reject(call, true).unwrap();
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_moving_caller_keeps_the_callee_up_to_date_but_not_with_every_fix() {
+    init_logging();
+    let k = Kamailio::start(KamailioConfig::default()).unwrap();
+    let (alice, mut alice_events) = registered(&k, "alice", "alice-secret", Transport::Udp).await;
+    let (bob, mut bob_events) = registered(&k, "bob", "bob-secret", Transport::Udp).await;
+    alice
+        .set_sharing(Sharing::with(["bob@example.test".to_owned()], None))
+        .unwrap();
+    alice.set_location(Some(vienna())).unwrap();
+    let (call, location) = alice_calls_bob(&alice, &mut bob_events).await;
+    assert_eq!(location.map(|l| l.lat), Some(48.2085));
+    bob.answer(call, CallAudio::default()).unwrap();
+    reach(&mut alice_events, "alice", CallState::Connected).await;
+    reach(&mut bob_events, "bob", CallState::Connected).await;
+
+    // A fix 11 m off, inside the first one's 10 m radius but under 25 m:
+    // not news. Then 560 m north: news, in an UPDATE.
+    let at = |lat| Location::new(lat, 16.3721, 10.0, Some(Timestamp::now())).unwrap();
+    alice.set_location(Some(at(48.2086))).unwrap();
+    alice.set_location(Some(at(48.2135))).unwrap();
+    let (moved, before) = wait_for(&mut bob_events, Duration::from_secs(5), |e| {
+        matches!(e, Event::CallLocation { .. })
+    })
+    .await
+    .expect("bob hears that alice moved");
+    let Event::CallLocation { call: c, location } = moved else {
+        unreachable!()
+    };
+    assert_eq!((c, location.lat), (call, 48.2135));
+    assert!(
+        !before
+            .iter()
+            .any(|e| matches!(e, Event::CallLocation { .. })),
+        "{before:?}"
+    );
+    bob.hangup(call).unwrap();
+    reach(&mut alice_events, "alice", CallState::Ended).await;
     alice.shutdown().await;
     bob.shutdown().await;
 }

@@ -151,11 +151,53 @@ impl Location {
             timestamp,
         })
     }
+
+    /// Great-circle distance to `other` in metres (haversine on a sphere of
+    /// the Earth's mean radius: within 0.5 %, far below any GPS radius).
+    pub fn distance_m(&self, other: &Location) -> f64 {
+        const EARTH_RADIUS_M: f64 = 6_371_008.8;
+        let (p1, p2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dp = p2 - p1;
+        let dl = (other.lon - self.lon).to_radians();
+        let a = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_M * a.sqrt().min(1.0).asin()
+    }
+
+    /// Whether this position tells someone who has `before` something new:
+    /// it lies outside `before`'s circle of uncertainty (and at least
+    /// [`MOVED_M`] away), or it is twice as precise or half as precise. A
+    /// phone's fixes wander within their radius every second; those are
+    /// not news.
+    pub fn moved_from(&self, before: &Location) -> bool {
+        let precision_changed =
+            self.radius_m * 2.0 < before.radius_m || self.radius_m > before.radius_m * 2.0;
+        self.distance_m(before) > before.radius_m.max(MOVED_M) || precision_changed
+    }
 }
+
+/// The least distance worth telling a peer about, in metres.
+pub const MOVED_M: f64 = 25.0;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distance_and_news() {
+        let at = |lat, lon, radius| Location::new(lat, lon, radius, None).unwrap();
+        // Vienna to Sydney: 15 966 km by great circle.
+        let d = at(48.2085, 16.3721, 0.0).distance_m(&at(-33.8688, 151.2093, 0.0));
+        assert!((d - 15_966_000.0).abs() < 50_000.0, "{d}");
+        let here = at(48.2085, 16.3721, 30.0);
+        // 0.0001° of latitude is about 11 m: inside the 30 m circle.
+        assert!(!at(48.2086, 16.3721, 30.0).moved_from(&here));
+        assert!(at(48.2090, 16.3721, 30.0).moved_from(&here), "56 m away");
+        assert!(
+            at(48.2085, 16.3721, 10.0).moved_from(&here),
+            "3x more precise"
+        );
+        assert!(!at(48.2085, 16.3721, 0.0).moved_from(&at(48.2085, 16.37211, 0.0)));
+    }
 
     #[test]
     fn timestamps_are_rfc3339() {

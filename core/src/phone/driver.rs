@@ -123,8 +123,12 @@ struct CallSlot {
     local: Option<LocalMedia>,
     /// What the caller's INVITE brought, until we answer.
     incoming: Option<Incoming>,
-    /// Who called us (an incoming call), to share our position with.
-    caller: Option<Uri>,
+    /// Who is at the other end (the callee we called, or who called us),
+    /// to share our position with.
+    peer: Option<Uri>,
+    /// The position this call's peer has from us (coarsened), so that an
+    /// unchanged one is not sent again.
+    shared: Option<Location>,
     media: Option<MediaHandle>,
 }
 
@@ -319,8 +323,14 @@ impl Driver {
             Some(Command::Hangup { call }) => self.endpoint.hangup(now(), call),
             Some(Command::Hold { call, hold }) => self.hold(call, hold),
             Some(Command::NetworkChanged) => self.network_changed(),
-            Some(Command::SetLocation(location)) => self.whereabouts.location = location,
-            Some(Command::SetSharing(sharing)) => self.whereabouts.sharing = sharing,
+            Some(Command::SetLocation(location)) => {
+                self.whereabouts.location = location;
+                self.share_with_calls();
+            }
+            Some(Command::SetSharing(sharing)) => {
+                self.whereabouts.sharing = sharing;
+                self.share_with_calls();
+            }
             Some(Command::Publish { open }) => {
                 let document = self.whereabouts.presence(open);
                 self.endpoint.publish(now(), document);
@@ -369,14 +379,17 @@ impl Driver {
     fn place_call(&mut self, target: Uri, audio: CallAudio) -> Result<CallId, PhoneError> {
         let (sockets, local) = self.prepare_media()?;
         let offer = sdp::offer(&local);
-        let location = self.whereabouts.for_call(&target);
-        let call = self
-            .endpoint
-            .place_call(now(), target, Some(Body::sdp(offer)), location);
+        let shared = self.whereabouts.shared_with(&target);
+        let location = shared.clone().map(|l| self.whereabouts.for_call(l));
+        let call =
+            self.endpoint
+                .place_call(now(), target.clone(), Some(Body::sdp(offer)), location);
         let slot = CallSlot {
             audio,
             sockets: Some(sockets),
             local: Some(local),
+            peer: Some(target),
+            shared,
             ..Default::default()
         };
         self.calls.insert(call, slot);
@@ -411,7 +424,7 @@ impl Driver {
             call,
             CallSlot {
                 incoming: Some(incoming),
-                caller: Some(from.clone()),
+                peer: Some(from.clone()),
                 ..Default::default()
             },
         );
@@ -464,10 +477,48 @@ impl Driver {
     /// (it goes in an UPDATE once the ACK comes, RFC 6442).
     fn send_answer(&mut self, call: CallId, body: Body) {
         self.endpoint.answer(now(), call, Some(body));
-        let caller = self.calls.get(&call).and_then(|c| c.caller.as_ref());
-        if let Some(location) = caller.and_then(|c| self.whereabouts.for_call(c)) {
-            self.endpoint.send_location(now(), call, location);
+        self.share_with_call(call);
+    }
+
+    /// Our position changed, or whom we share it with: each answered call's
+    /// peer who may see it gets the new one.
+    fn share_with_calls(&mut self) {
+        let answered: Vec<CallId> = self
+            .calls
+            .iter()
+            .filter(|(_, slot)| slot.media.is_some())
+            .map(|(call, _)| *call)
+            .collect();
+        for call in answered {
+            self.share_with_call(call);
         }
+    }
+
+    /// Sends our position to `call`'s peer in an UPDATE (the call paces
+    /// them, one per round trip), when the user shares it with them and it
+    /// tells them something new ([`Location::moved_from`]). A position no
+    /// longer shared is not taken back: RFC 6442 has no way to.
+    fn share_with_call(&mut self, call: CallId) {
+        let Some(slot) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let Some(shared) = slot
+            .peer
+            .as_ref()
+            .and_then(|p| self.whereabouts.shared_with(p))
+        else {
+            return;
+        };
+        if slot
+            .shared
+            .as_ref()
+            .is_some_and(|before| !shared.moved_from(before))
+        {
+            return;
+        }
+        slot.shared = Some(shared.clone());
+        let location = self.whereabouts.for_call(shared);
+        self.endpoint.send_location(now(), call, location);
     }
 
     /// A location the peer of a call sent, or `None` and a warning event

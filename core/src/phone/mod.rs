@@ -351,7 +351,9 @@ impl Phone {
     }
 
     /// Sets our position (`None` forgets it). It leaves the phone only for
-    /// contacts [`Phone::set_sharing`] allows.
+    /// contacts [`Phone::set_sharing`] allows: in the INVITEs of our calls
+    /// to them, and in an UPDATE to the peer of a call under way when it
+    /// moved beyond what that peer knows ([`Location::moved_from`]).
     pub fn set_location(&self, location: Option<Location>) -> Result<(), PhoneError> {
         self.commands
             .send(Command::SetLocation(location))

@@ -22,16 +22,18 @@ pub(crate) struct Whereabouts {
 }
 
 impl Whereabouts {
-    /// Our position as PIDF-LO for `peer`, if the user shares it with them
+    /// Our position as `peer` may see it, if the user shares it with them
     /// (coarsened as the user asked).
-    pub fn for_call(&self, peer: &Uri) -> Option<Body> {
+    pub fn shared_with(&self, peer: &Uri) -> Option<Location> {
         let location = self.location.as_ref()?;
-        let peer = peer.to_string();
-        if !self.sharing.allows(&peer) {
-            return None;
-        }
-        tracing::debug!(%peer, "sharing our location with the peer of a call");
-        Some(self.document(None, Some(self.sharing.reduce(location))))
+        self.sharing
+            .allows(&peer.to_string())
+            .then(|| self.sharing.reduce(location))
+    }
+
+    /// A position from [`Whereabouts::shared_with`] as PIDF-LO for a call.
+    pub fn for_call(&self, shared: Location) -> Body {
+        self.document(None, Some(shared))
     }
 
     /// Our presence: the basic status, and our position when the user
@@ -148,13 +150,13 @@ mod tests {
             sharing: Sharing::default(),
         };
         let bob = Uri::parse("sip:bob@example.test").unwrap();
-        assert!(w.for_call(&bob).is_none());
+        assert!(w.shared_with(&bob).is_none());
         assert!(!String::from_utf8_lossy(&w.presence(true).bytes).contains("gml:pos"));
         w.sharing = Sharing::with(["bob@example.test".to_owned()], None);
-        let body = w.for_call(&bob).unwrap();
+        let body = w.for_call(w.shared_with(&bob).unwrap());
         assert_eq!(pidf::decode(&body.bytes).unwrap().location, Some(here()));
         assert!(w
-            .for_call(&Uri::parse("sip:carol@example.test").unwrap())
+            .shared_with(&Uri::parse("sip:carol@example.test").unwrap())
             .is_none());
     }
 

@@ -203,8 +203,12 @@ pub struct Call {
     remote_offer: Option<Request>,
     /// The peer listed UPDATE in its Allow header (RFC 3311 §5.1).
     peer_takes_update: bool,
-    /// Callee: our location, to go in an UPDATE once the ACK confirms the call.
+    /// Our location, to go in an UPDATE once the ACK confirms the call
+    /// (callee) or once the UPDATE before it is answered (either side).
     pending_location: Option<Body>,
+    /// Our location UPDATE is in flight: a newer position waits for its
+    /// answer, so a moving phone sends at most one UPDATE per round trip.
+    location_in_flight: bool,
     /// Whether `Ended` has been reported (it is, once, when the call ends
     /// for the user, even while its BYE is still in flight).
     end_reported: bool,
@@ -351,6 +355,7 @@ impl Call {
             remote_offer: None,
             peer_takes_update: false,
             pending_location: None,
+            location_in_flight: false,
             end_reported: false,
             session_timer: None,
             session_timer_headers: Vec::new(),
@@ -513,8 +518,20 @@ impl Call {
         }
         match self.state {
             State::Answered => self.pending_location = Some(location),
+            State::Connected if self.location_in_flight => self.pending_location = Some(location),
             State::Connected => self.send_location_update(&location),
             _ => {}
+        }
+    }
+
+    /// The answer to our location UPDATE came (or never will): the newest
+    /// position that waited for it goes now.
+    fn location_update_done(&mut self) {
+        self.location_in_flight = false;
+        if self.state == State::Connected {
+            if let Some(location) = self.pending_location.take() {
+                self.send_location_update(&location);
+            }
         }
     }
 
@@ -528,6 +545,7 @@ impl Call {
         let host = self.config.local.host.to_string();
         let body = geolocation::attach(&mut req.headers, None, location, &host, &mut self.rng);
         set_body(&mut req, Some(body));
+        self.location_in_flight = true;
         self.actions.push_back(CallAction::Request(req));
     }
 
@@ -587,8 +605,11 @@ impl Call {
             }
             // §12.2.1.2: a 481 to any request in the dialog ends it.
             Method::Update if response.status == 481 => self.finish(EndReason::DialogGone),
-            Method::Update if response.status >= 300 => {
-                tracing::info!(status = response.status, "the peer refused our location");
+            Method::Update if response.status >= 200 => {
+                if response.status >= 300 {
+                    tracing::info!(status = response.status, "the peer refused our location");
+                }
+                self.location_update_done();
             }
             _ => {}
         }
@@ -919,6 +940,11 @@ impl Call {
                 self.send_bye(reason);
             }
             (Method::Bye, State::Ending) => self.state = State::Ended,
+            (Method::Update, _) => {
+                // A peer that does not answer gets no more positions.
+                self.location_in_flight = false;
+                self.pending_location = None;
+            }
             _ => {}
         }
     }
@@ -1720,6 +1746,36 @@ mod tests {
             [200]
         );
         assert_eq!(events(&mut alice), [CallEvent::Location { body: pidf() }]);
+    }
+
+    #[test]
+    fn a_moving_phone_sends_one_update_per_round_trip_with_its_newest_position() {
+        let t0 = Instant::now();
+        let (mut alice, mut bob, mut n) = connected(t0);
+        let at = |place: &str| Body {
+            content_type: "application/pidf+xml".into(),
+            bytes: format!("<presence>{place}</presence>").into(),
+        };
+        alice.send_location(at("first"));
+        let first = only_request(&mut alice, &mut n);
+        assert_eq!(first.method, Method::Update);
+        alice.send_location(at("second"));
+        alice.send_location(at("third"));
+        assert!(actions(&mut alice).is_empty(), "one UPDATE at a time");
+        bob.handle_request(t0, &first);
+        let ok = responses(&mut bob).remove(0);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Location { body: at("first") }]
+        );
+        alice.handle_response(t0, &ok);
+        let newest = only_request(&mut alice, &mut n);
+        bob.handle_request(t0, &newest);
+        responses(&mut bob);
+        assert_eq!(
+            events(&mut bob),
+            [CallEvent::Location { body: at("third") }]
+        );
     }
 
     #[test]

@@ -96,7 +96,11 @@ class LocusPhone private constructor(
     /** Mutes or unmutes the microphone in a call (the peer hears silence). */
     fun mute(call: ULong, muted: Boolean = true) = phone.mute(call, muted)
 
-    /** Sets our position (null forgets it); it is sent only to contacts we share it with. */
+    /**
+     * Sets our position (null forgets it); it is sent only to contacts we share it with, in new
+     * calls and to the peer of a call under way once we moved beyond what it knows. Feed every
+     * fix: the core decides what is news.
+     */
     fun setLocation(location: GeoLocation?) = phone.setLocation(location)
 
     /**
