@@ -39,6 +39,9 @@ use super::{config, contact_ip, contact_uri, tls, PhoneError};
 /// How long shutting down waits for the unregistration and the calls' BYEs
 /// to be answered.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the phone waits for the media threads of ended calls to stop
+/// (a WAV recording is finished by then; each stops within a few ms).
+const MEDIA_STOP_LIMIT: Duration = Duration::from_secs(2);
 
 /// Commands from the facade.
 #[derive(Debug)]
@@ -280,8 +283,12 @@ impl Driver {
                 }
             }
         });
-        if let Err(e) = joined.await {
-            tracing::error!(error = %e, "joining the call media threads failed");
+        // A device that never lets go (a wedged sound card driver) must not
+        // keep the phone from stopping: its thread is left behind.
+        match tokio::time::timeout(MEDIA_STOP_LIMIT, joined).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "joining the call media threads failed"),
+            Err(_) => tracing::error!("a call media thread did not stop; left behind"),
         }
         if let Some((done, _)) = self.shutdown.take() {
             let _ = done.send(());
