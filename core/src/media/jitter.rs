@@ -172,6 +172,8 @@ pub struct JitterBuffer {
     slack_ms: Option<f64>,
     /// Packets in the delay histogram since the stream (re)started.
     timed_seen: u32,
+    /// The stream's first margin has been given (its phase is set).
+    phase_set: bool,
     stats: JitterStats,
 }
 
@@ -198,6 +200,7 @@ impl JitterBuffer {
             loss_rate: 0.0,
             slack_ms: None,
             timed_seen: 0,
+            phase_set: false,
             stats: JitterStats::default(),
         }
     }
@@ -389,11 +392,11 @@ impl JitterBuffer {
         // enough to tell a clean path (a one-frame target) from a jittery
         // one: there the target already holds the jitter's quantile, and a
         // margin on top would only add delay for the few packets it lets go.
-        let first = self.stats.played == 1;
         let clean = self.timed_seen >= SETTLED_PACKETS && self.target <= self.frame;
-        let Some(slack) = self.slack_ms.filter(|_| first || clean) else {
+        let Some(slack) = self.slack_ms.filter(|_| !self.phase_set || clean) else {
             return Duration::ZERO;
         };
+        self.phase_set = true;
         let short = (PLAYOUT_MARGIN_MS - slack).ceil();
         if short <= 0.0 {
             return Duration::ZERO;
@@ -506,6 +509,7 @@ impl JitterBuffer {
         self.excess_offers = 0;
         self.slack_ms = None;
         self.timed_seen = 0;
+        self.phase_set = false;
     }
 }
 
