@@ -941,7 +941,8 @@ impl Call {
             }
             (Method::Bye, State::Ending) => self.state = State::Ended,
             (Method::Update, _) => {
-                // A peer that does not answer gets no more positions.
+                // Unanswered: the position that waited for it is stale by
+                // now; the next move is sent afresh.
                 self.location_in_flight = false;
                 self.pending_location = None;
             }
